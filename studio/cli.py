@@ -1,0 +1,187 @@
+"""`python -m studio` / `studio`: the engine headless, through the same Studio facade as the app.
+
+    studio train --images DIR --identifier sks --class-noun dog --preset object-lora --output DIR
+    studio generate --model DIR|base --prompt "a photo of sks dog on the beach" --out DIR
+    studio compare --model base --model DIR --prompt "..." --prompt "..." --out grid.png
+    studio inpaint --model DIR --image photo.png --mask mask.png --prompt "..." --out DIR
+    studio presets | studio curate DIR --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="studio", description="DreamBooth Studio: teach a Stable Diffusion model a subject.")
+    p.add_argument("--home", help="studio folder for caches (default: $STUDIO_HOME or ~/.dreambooth-studio)")
+    p.add_argument("--base-model", help="diffusers folder, .safetensors file or hub id (default: the built-in model)")
+    p.add_argument("--base-config", help="diffusers config folder for a single-file model (needed offline)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin base models (they can run code: trusted files only)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a subject (LoRA or full fine-tune)")
+    t.add_argument("--images", type=Path, help="folder of 3-20 photos of the subject (captions: name.txt beside name.jpg)")
+    t.add_argument("--demo", action="store_true", help="use the built-in demo subject's pictures and settings")
+    t.add_argument("--identifier", default=None, help="rare word naming your subject (default sks)")
+    t.add_argument("--class-noun", default=None, help="what the subject is: dog, person, sunglasses...")
+    t.add_argument("--preset", action="append", default=[], help="preset name (repeatable; later ones win)")
+    t.add_argument("--output", type=Path, required=True, help="run folder: checkpoints, previews and the trained model")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--resolution", type=int)
+    t.add_argument("--no-prior", action="store_true", help="turn prior preservation off")
+    t.add_argument("--num-class-images", type=int)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value (JSON or text)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    t.add_argument("--json", action="store_true", help="print events as JSON lines instead of a progress bar")
+
+    for name in ("generate", "compare", "inpaint"):
+        g = sub.add_parser(name, help=f"{name} with a base model, a run folder or a LoRA file")
+        g.add_argument("--model", action="append", default=[], help="base, a run folder, a checkpoint folder or a LoRA file")
+        g.add_argument("--prompt", action="append", required=True)
+        g.add_argument("--negative-prompt", default="")
+        g.add_argument("--steps", type=int, default=25)
+        g.add_argument("--guidance", type=float, default=7.5)
+        g.add_argument("--seed", type=int, action="append", default=[])
+        g.add_argument("--num-images", type=int, default=1)
+        g.add_argument("--scheduler", default="default", help="default, ddim, dpm++, euler, euler_a")
+        g.add_argument("--out", type=Path, required=True, help="output folder (compare: a .png path)")
+        if name == "inpaint":
+            g.add_argument("--image", type=Path, required=True)
+            g.add_argument("--mask", type=Path, required=True, help="white = repaint")
+            g.add_argument("--strength", type=float, default=0.85)
+
+    sub.add_parser("presets", help="list presets and what they set")
+    c = sub.add_parser("curate", help="check a folder of photos")
+    c.add_argument("folder", type=Path)
+    c.add_argument("--subject-type", default="object", choices=["object", "face", "style"])
+    c.add_argument("--json", action="store_true", help="one JSON object per file")
+    return p
+
+
+def _studio(args):
+    from studio.engine import Studio
+
+    return Studio(args.home, base_model=args.base_model, base_config=args.base_config, allow_pickle=args.allow_pickle,
+                  device=args.device)
+
+
+def _overrides(args) -> dict:
+    values = {}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    for key, value in (("identifier", args.identifier), ("class_noun", args.class_noun), ("max_steps", args.steps),
+                       ("resolution", args.resolution), ("num_class_images", args.num_class_images)):
+        if value is not None:
+            values[key] = value
+    if args.no_prior:
+        values["with_prior_preservation"] = False
+    return values
+
+
+def cmd_train(args) -> int:
+    from studio.cli_progress import ProgressPrinter
+    from studio.training.commands import RunCommands
+
+    studio = _studio(args)
+    presets, overrides, images = list(args.preset), _overrides(args), args.images
+    if args.demo:
+        from studio.world.demo import demo_training_settings
+
+        images, demo_presets, demo_overrides = demo_training_settings()
+        presets = presets or demo_presets
+        overrides = {**demo_overrides, **overrides}
+    if images is None and not args.resume:
+        raise ValueError("give --images DIR (or --demo)")
+    commands = RunCommands()
+    signal.signal(signal.SIGINT, lambda *_: commands.stop())  # Ctrl-C: save a checkpoint, then stop
+    printer = ProgressPrinter(json_lines=args.json)
+    outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume, emit=printer, commands=commands)
+    printer.close()
+    if outcome.status == "finished":
+        print(f"done: {args.output / 'output'}", file=sys.stderr)
+        return 0
+    if outcome.status == "cancelled":
+        print(f"stopped; continue with: studio train --output {args.output} --resume", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _settings(args, prompt: str, seed: int):
+    from studio.inference.generate import DrawSettings
+
+    return DrawSettings(prompt, args.negative_prompt, args.steps, args.guidance, seed, args.num_images, args.scheduler)
+
+
+def cmd_draw(args) -> int:
+    from studio.workspace import LOCAL_USER
+
+    studio = _studio(args)
+    models = [str(m) for m in args.model] or ["base"]
+    seeds = args.seed or [0]
+    if args.command == "compare":
+        result = studio.compare(LOCAL_USER, models, args.prompt, _settings(args, args.prompt[0], seeds[0]), seeds)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result.grid.save(args.out)
+        print(f"{args.out} ({len(result.images)} pictures in {result.seconds:.1f} s)")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for p_index, prompt in enumerate(args.prompt):
+        if args.command == "inpaint":
+            from PIL import Image
+
+            result = studio.inpaint(LOCAL_USER, models[0], Image.open(args.image), Image.open(args.mask),
+                                    _settings(args, prompt, seeds[0]), args.strength)
+        else:
+            result = studio.generate(LOCAL_USER, models[0], _settings(args, prompt, seeds[0]))
+        for image, seed in zip(result.images, result.seeds):
+            path = args.out / f"{args.command}-p{p_index}-s{seed}.png"
+            image.save(path)
+            print(path)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    studio = _studio(args)
+    for name, preset in studio.presets().items():
+        print(f"{name}: {preset.description}")
+        for key, value in preset.values.items():
+            why = preset.why.get(key)
+            print(f"    {key} = {value!r}" + (f"  # {why}" if why else ""))
+    return 0
+
+
+def cmd_curate(args) -> int:
+    from studio.data.curate import curate_folder_rows
+
+    rows = curate_folder_rows(args.folder, args.subject_type)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        else:
+            mark = "ok " if row["accepted"] else "REJECTED"
+            print(f"{mark} {row['name']}" + (f": {row['reason']}" if row.get("reason") else "")
+                  + "".join(f"\n      warning: {w}" for w in row.get("warnings", [])))
+    return 0 if any(r["accepted"] for r in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from studio.logs import quiet_libraries
+
+    args = _parser().parse_args(argv)
+    quiet_libraries()
+    handlers = {"train": cmd_train, "generate": cmd_draw, "compare": cmd_draw, "inpaint": cmd_draw,
+                "presets": cmd_presets, "curate": cmd_curate}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, KeyError, PermissionError, NotADirectoryError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

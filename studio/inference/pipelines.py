@@ -1,0 +1,124 @@
+"""Loaded pipelines, kept and reused across generate / compare / inpaint calls.
+
+A base model is loaded once; LoRAs are attached to it as named adapters and
+switched per call (never by reloading the base); full fine-tunes get their own
+components. All drawing goes through one lock per cache, because the active
+adapter is state of the shared UNet: a LoRA activated for one user's request
+must never be active in another's.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from studio.models.families import Components, load_components
+from studio.models.sources import ModelSource, resolve_source
+
+SCHEDULERS = {
+    "default": None,
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What to draw with: a base model, optionally with a LoRA or fine-tuned UNet weights on top."""
+
+    key: str  # unique and stable: caches adapters and pipelines by it
+    label: str  # what grids and galleries show
+    base: ModelSource
+    lora_file: Path | None = None
+    full_model_dir: Path | None = None  # a finished full fine-tune (diffusers folder)
+    unet_state_file: Path | None = None  # a full fine-tune checkpoint (trainable.safetensors)
+
+
+def make_scheduler(name: str, config: dict):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; use one of: {', '.join(SCHEDULERS)}")
+    class_name = SCHEDULERS[name] or config.get("_class_name", "DDIMScheduler")
+    return getattr(diffusers, class_name).from_config(config)
+
+
+class PipelineCache:
+    def __init__(self, device: torch.device, max_models: int = 3) -> None:
+        self.device = device
+        self.max_models = max_models
+        self.lock = threading.RLock()
+        self._models: OrderedDict[str, Components] = OrderedDict()
+        self._adapters: dict[str, set[str]] = {}
+
+    def components(self, ref: ModelRef) -> Components:
+        """Components with `ref`'s weights active. Call with `self.lock` held."""
+        if ref.full_model_dir is not None:
+            return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
+        if ref.unet_state_file is not None:
+            return self._load(ref.key, lambda: self._with_unet_state(ref))
+        comps = self._load(_base_key(ref.base), lambda: load_components(ref.base))
+        self._activate_lora(comps, ref)
+        return comps
+
+    def pipeline(self, ref: ModelRef, scheduler: str = "default", kind: str = "txt2img"):
+        comps = self.components(ref)
+        pipe = comps.family.build_pipeline(comps, make_scheduler(scheduler, comps.scheduler_config), kind)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _load(self, key: str, loader) -> Components:
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        while len(self._models) >= self.max_models:
+            old, _ = self._models.popitem(last=False)
+            self._adapters.pop(old, None)
+        comps = loader()
+        for module in [comps.unet, comps.vae, *comps.text_encoders]:
+            module.to(self.device).eval()
+        self._models[key] = comps
+        return comps
+
+    def _with_unet_state(self, ref: ModelRef) -> Components:
+        from safetensors.torch import load_file
+
+        base = load_components(ref.base)
+        state = load_file(str(ref.unet_state_file))
+        unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+        base.unet.load_state_dict(unet_state, strict=False)
+        for i, encoder in enumerate(base.text_encoders):
+            prefix = f"text_encoder_{i}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if part:
+                encoder.load_state_dict(part, strict=False)
+        return base
+
+    def _activate_lora(self, comps: Components, ref: ModelRef) -> None:
+        pipe = comps.family.build_pipeline(comps, make_scheduler("default", comps.scheduler_config))
+        loaded = self._adapters.setdefault(_base_key(ref.base), set())
+        if ref.lora_file is None:
+            if loaded:
+                pipe.disable_lora()
+            return
+        name = _adapter_name(ref.key)
+        if name not in loaded:
+            from studio.models.lora_formats import load_lora_for_inference
+
+            load_lora_for_inference(pipe, ref.lora_file, name)
+            loaded.add(name)
+        pipe.enable_lora()
+        pipe.set_adapters([name])
+
+
+def _base_key(source: ModelSource) -> str:
+    return f"base:{source.kind}:{source.location}"
+
+
+def _adapter_name(key: str) -> str:
+    return "a_" + "".join(c if c.isalnum() else "_" for c in key)

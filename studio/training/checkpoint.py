@@ -1,0 +1,113 @@
+"""Training-state checkpoints that survive a crash at any moment.
+
+A checkpoint is written into `step-XXXXXX.tmp/`, `state.json` last, then
+renamed to `step-XXXXXX/`: a rename is atomic, so a folder without `.tmp` is
+always complete. Older checkpoints are pruned only after the new one exists.
+Resuming restores weights, optimizer, LR schedule, every RNG and the step, so
+an interrupted run ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE = "state.json"
+WEIGHTS = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+
+
+@dataclass
+class LoopState:
+    step: int
+    samplers: dict[str, Any]
+    bad_steps: int = 0
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp")]
+    return sorted((p for p in found if (p / STATE).exists()), key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    trainable_state: dict[str, torch.Tensor],
+    optimizer,
+    lr_scheduler,
+    generator: torch.Generator,
+    loop: LoopState,
+    keep: int,
+    extra_writer=None,
+) -> Path:
+    """Write a complete checkpoint atomically; `extra_writer(folder)` adds inference files (LoRA, UNet)."""
+    root = run_dir / "checkpoints"
+    final = root / f"step-{loop.step:06d}"
+    tmp = root / f"step-{loop.step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(trainable_state, str(tmp / WEIGHTS))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy_rng": _numpy_state(),
+            },
+            tmp / OPTIMIZER,
+        )
+        if extra_writer is not None:
+            extra_writer(tmp)
+        (tmp / STATE).write_text(json.dumps({"step": loop.step, "samplers": loop.samplers, "bad_steps": loop.bad_steps}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint that looks complete
+        raise
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, *, optimizer, lr_scheduler, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], LoopState]:
+    """Restore optimizer, schedule and RNGs in place; return the trainable weights and loop state."""
+    state = json.loads((folder / STATE).read_text())
+    blob = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)  # tensors and numbers only: no pickle code
+    optimizer.load_state_dict(blob["optimizer"])
+    lr_scheduler.load_state_dict(blob["lr_scheduler"])
+    generator.set_state(blob["generator"])
+    torch.set_rng_state(blob["torch_rng"])
+    if blob["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    np.random.set_state(_numpy_from(blob["numpy_rng"]))
+    weights = load_file(str(folder / WEIGHTS))
+    return weights, LoopState(int(state["step"]), state["samplers"], int(state.get("bad_steps", 0)))
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+
+
+def _numpy_from(d: dict):
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])

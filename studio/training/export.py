@@ -1,0 +1,133 @@
+"""A run's outputs: written to a temporary folder, reloaded to verify, then renamed into place.
+
+LoRA runs give diffusers' `pytorch_lora_weights.safetensors` and a kohya /
+A1111 / ComfyUI file; full runs give a diffusers folder (and optionally one
+single `.safetensors`). Every run gets a model card. "Finished" is only ever
+reported after this module has read the files back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from studio.config import ResolvedConfig
+from studio.models.families import Components
+from studio.models.sources import ModelSource
+from studio.training.trainable import Trainable
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def write_inference_files(folder: Path, comps: Components, trainable: Trainable, config) -> None:
+    """What generate/compare need from a checkpoint: the LoRA files (full runs use trainable.safetensors)."""
+    if trainable.method == "lora":
+        _save_lora(folder, comps, trainable, config, {})
+
+
+def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, metadata: dict) -> dict[str, Path]:
+    from peft import get_peft_model_state_dict
+
+    from studio.models.lora_formats import save_lora_files
+
+    text = [get_peft_model_state_dict(te) if f"text_encoder_{i}" in trainable.modules else None
+            for i, te in enumerate(comps.text_encoders)]
+    return save_lora_files(folder, comps.family, get_peft_model_state_dict(comps.unet), text,
+                           rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata)
+
+
+def export_outputs(run_dir: Path, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *, source: ModelSource) -> list[str]:
+    """Write, verify, then atomically publish `run_dir/output/`; returns paths relative to the run folder."""
+    config = resolved.config
+    final, tmp = run_dir / "output", run_dir / "output.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    written: list[Path] = []
+    if trainable.method == "lora":
+        written += _export_lora(tmp, comps, trainable, config, source)
+    else:
+        written += _export_full(tmp, comps, config)
+    written.append(write_model_card(tmp, run_dir, resolved, source))
+    verify_outputs(tmp, trainable.method, comps)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return [str(Path("output") / p.relative_to(tmp)) for p in written]
+
+
+def _export_lora(folder: Path, comps, trainable, config, source) -> list[Path]:
+    metadata = {"base_model": source.label, "trigger": config.resolved_instance_prompt, "class_noun": config.class_noun,
+                "output_name": f"{config.identifier}-{config.class_noun}-kohya".replace(" ", "-")}
+    return list(_save_lora(folder, comps, trainable, config, metadata).values())
+
+
+def _export_full(folder: Path, comps, config) -> list[Path]:
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = comps.family.build_pipeline(comps, DPMSolverMultistepScheduler.from_config(comps.scheduler_config))
+    model_dir = folder / "model"
+    pipe.save_pretrained(model_dir, safe_serialization=True)
+    written = [model_dir]
+    if config.save_single_file:
+        from studio.models.single_file import export_single_file
+
+        path = folder / "model.safetensors"
+        export_single_file(comps, path)
+        written.append(path)
+    return written
+
+
+def verify_outputs(folder: Path, method: str, comps: Components) -> None:
+    """Read what was written back; a file that does not load is an error, not a finished run."""
+    try:
+        if method == "lora":
+            state = load_file(str(folder / LORA_FILE))
+            if not state or not all(torch.isfinite(t).all() for t in state.values()):
+                raise ExportError("the LoRA file is empty or holds non-finite weights")
+            comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
+        else:
+            unet_dir = folder / "model" / "unet"
+            saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
+            live = comps.unet.state_dict()
+            name = next(iter(saved))
+            if not torch.equal(saved[name].cpu().float(), live[name].detach().cpu().float()):
+                raise ExportError(f"the saved UNet differs from the trained one at {name}")
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"the outputs in {folder} could not be read back ({exc})") from exc
+
+
+def write_model_card(folder: Path, run_dir: Path, resolved: ResolvedConfig, source: ModelSource) -> Path:
+    from studio.inference.grid import preview_grid
+
+    config = resolved.config
+    grid_path = folder / "samples.png"
+    grid = preview_grid(run_dir)
+    if grid is not None:
+        grid.save(grid_path)
+    preset = next((s.split(":")[0].replace("preset ", "") for s in resolved.sources.values() if s.startswith("preset")), "none")
+    lines = [
+        "---", "library_name: diffusers", f"base_model: {source.label}", "tags: [dreambooth, dreambooth-studio, "
+        + ("lora" if config.method == "lora" else "full-finetune") + "]", f"instance_prompt: {config.resolved_instance_prompt}", "---",
+        "", f"# DreamBooth: {config.identifier} {config.class_noun}".rstrip(), "",
+        f"Trained with DreamBooth Studio on `{source.label}` ({config.method}, preset `{preset}`).", "",
+        f"- Trigger phrase: **{config.resolved_instance_prompt}**",
+        f"- Class prompt (prior preservation {'on' if config.with_prior_preservation else 'off'}): {config.resolved_class_prompt}",
+        f"- Steps: {config.max_steps}, batch {config.batch_size}, learning rate {config.learning_rate:g}",
+        f"- Training images: {resolved.num_images}", "",
+    ]
+    if grid is not None:
+        lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]
+    lines += ["## Settings", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

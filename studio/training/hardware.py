@@ -1,0 +1,76 @@
+"""Device, precision and optimizer choices: the hardware facts, decided once per run.
+
+Trainable weights always stay fp32 and only the forward pass runs under
+autocast, so the optimizer never sees fp16 gradients ("Attempting to unscale
+FP16 gradients" is what happens when trainable weights are cast to half).
+Nothing here touches process-wide state (no accelerate.Accelerator), so one
+studio process can run an fp16 job after a bf16 one.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    if preferred:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # "no", "fp16", "bf16"
+    device: torch.device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.name)
+
+    @property
+    def frozen_dtype(self) -> torch.dtype:
+        """Frozen modules (VAE, a frozen text encoder) can live in half precision on an accelerator."""
+        return self.autocast_dtype if self.device.type == "cuda" and self.autocast_dtype else torch.float32
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def grad_scaler(self):
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
+        enabled = self.name == "fp16" and self.device.type == "cuda"
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def pick_precision(requested: str, device: torch.device) -> tuple[Precision, str | None]:
+    """Resolve "auto" and refuse what the device cannot do; returns (precision, notice or None)."""
+    if requested == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            name = "no"  # CPU autocast is slower than fp32 on most CPUs
+        return Precision(name, device), None
+    if requested == "fp16" and device.type == "cpu":
+        return Precision("no", device), "fp16 needs a GPU; training in fp32 on the CPU instead"
+    return Precision(requested, device), None
+
+
+def make_optimizer(param_groups: list[dict], *, use_8bit: bool, device: torch.device, betas=(0.9, 0.999), weight_decay=1e-2):
+    """8-bit AdamW (bitsandbytes) on CUDA saves ~75% of optimizer memory; elsewhere torch's AdamW."""
+    if use_8bit and device.type == "cuda":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(param_groups, betas=betas, weight_decay=weight_decay), None
+        except Exception as exc:  # a broken bitsandbytes install must not stop training
+            return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay), f"8-bit Adam unavailable ({exc}); using torch AdamW"
+    notice = "8-bit Adam needs CUDA; using torch AdamW" if use_8bit else None
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay, **fused), notice

@@ -1,0 +1,56 @@
+"""Preview samples drawn with the weights being trained, on fixed prompts and seeds.
+
+The class prompt *without* the identifier is always among them, and step 0 is
+drawn before any training, so drift (the class turning into the subject) shows
+up side by side with the subject prompt. Previews must not disturb training:
+they run in eval mode, without gradients, with their own generators and the
+global RNG restored afterwards, so a run with previews ends with the same
+weights as one without.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from studio.config import TrainConfig
+from studio.events import Preview
+from studio.models.families import Components
+
+
+def preview_prompts(config: TrainConfig) -> list[str]:
+    prompts = [config.prompt(p) for p in config.preview_prompts] or [config.resolved_instance_prompt]
+    if config.resolved_class_prompt not in prompts:
+        prompts.append(config.resolved_class_prompt)
+    return prompts
+
+
+def draw_previews(comps: Components, config: TrainConfig, *, run_dir: Path, step: int, resolution: int, device, autocast) -> Preview:
+    """`autocast()` is the run's precision context: frozen half-precision parts meet fp32 trainable ones."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    prompts = preview_prompts(config)
+    folder = run_dir / "previews" / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    scheduler = DPMSolverMultistepScheduler.from_config(comps.scheduler_config)
+    pipe = comps.family.build_pipeline(comps, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    modules = [comps.unet, *comps.text_encoders]
+    modes = [m.training for m in modules]
+    images, labels, seeds = [], [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
+        for m in modules:
+            m.eval()
+        for seed in config.preview_seeds:
+            generators = [torch.Generator("cpu").manual_seed(seed) for _ in prompts]
+            out = pipe(prompts, num_inference_steps=config.preview_steps, guidance_scale=config.preview_guidance,
+                       height=resolution, width=resolution, generator=generators).images
+            for i, (prompt, image) in enumerate(zip(prompts, out)):
+                path = folder / f"p{i}-s{seed}.png"
+                image.save(path)
+                images.append(str(path.relative_to(run_dir)))
+                labels.append(prompt)
+                seeds.append(seed)
+    for m, mode in zip(modules, modes):
+        m.train(mode)
+    return Preview(step=step, images=tuple(images), prompts=tuple(labels), seeds=tuple(seeds))
