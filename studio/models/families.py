@@ -194,13 +194,14 @@ def load_components(source: ModelSource) -> Components:
     """Load a base model's parts on the CPU in fp32 (the trainer moves and casts them)."""
     if source.family == "auto":  # a hub id: try SD first, then SDXL, with the real loaders
         try:
-            return FAMILIES["sd"].load(source)
+            comps = FAMILIES["sd"].load(source)
         except ModelLoadError as first:
             try:
-                return FAMILIES["sdxl"].load(source)
+                comps = FAMILIES["sdxl"].load(source)
             except ModelLoadError:
                 raise first
-    comps = family_for(source).load(source)
+    else:
+        comps = family_for(source).load(source)
     check_finite(comps)
     return comps
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -96,14 +97,15 @@ def save_lora_files(folder, family, unet_peft_sd: dict, text_peft_sds: list[dict
         raise ValueError("no UNet LoRA weights to save (empty state dict): was the adapter attached?")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # a user-typed name becomes a file name: no separators, so it cannot point outside `folder`
+    name = re.sub(r"[^\w.-]", "_", str((metadata or {}).get("output_name") or "lora_kohya")).strip(".") or "lora_kohya"
+    kohya_path = folder / f"{name}.safetensors"
+    if kohya_path.name == DIFFUSERS_LORA_NAME:
+        raise ValueError(f"output name {name!r} would overwrite the diffusers file")
     scale = float(alpha) / float(rank)
     text_peft_sds = list(text_peft_sds or [])
     family.save_lora(folder, _scaled_for_diffusers(unet_peft_sd, scale),
                      [_scaled_for_diffusers(sd, scale) if sd else None for sd in text_peft_sds])
-    name = str((metadata or {}).get("output_name") or "lora_kohya")
-    kohya_path = folder / f"{name}.safetensors"
-    if kohya_path.name == DIFFUSERS_LORA_NAME:
-        raise ValueError(f"output name {name!r} would overwrite the diffusers file")
     state = to_kohya(unet_peft_sd, text_peft_sds, alpha, family.name)
     fd, tmp = tempfile.mkstemp(prefix=name, suffix=".tmp", dir=folder)
     os.close(fd)

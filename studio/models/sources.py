@@ -91,7 +91,8 @@ def _single_file_source(path: Path, config_dir: str | None, allow_pickle: bool) 
                 f"{path.name} is a pickle file, which can run arbitrary code when loaded; convert it to .safetensors, "
                 "or, on your own machine and only if you trust its source, allow pickle files explicitly"
             )
-        return ModelSource("single_file", str(path), "sd", config_dir, allow_pickle=True)
+        family = "sdxl" if "xl" in path.name.lower() else "sd"  # pickles can't be inspected without unpickling
+        return ModelSource("single_file", str(path), family, config_dir, allow_pickle=True)
     if suffix != ".safetensors":
         raise ModelLoadError(f"{path.name}: unsupported model file type {suffix!r}; use .safetensors")
     keys = safetensors_keys(path)
@@ -111,9 +112,11 @@ def safetensors_keys(path: Path) -> list[str]:
             if header_len <= 0 or header_len > min(size - 8, 100_000_000):
                 raise ValueError("header length out of range")
             header = json.loads(fh.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (struct.error, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ModelLoadError(f"{path.name} is not a valid .safetensors file ({exc}); download it again") from exc
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
     if 8 + header_len + max(ends, default=0) > size:
         raise ModelLoadError(f"{path.name} is truncated ({size} bytes, its header needs more); download it again")
     return [k for k in header if k != "__metadata__"]

@@ -58,7 +58,9 @@ class Ctx:
 
 
 def friendly(outputs: int = 1) -> Callable:
-    """Turn engine errors (ValueError, NotFound, QueueError...) into a warning toast; outputs stay unchanged."""
+    """Turn engine errors (ValueError, NotFound, QueueError...) into an error toast with the engine's message:
+    no traceback, no crash, and no output (so nothing the user entered is touched). `outputs` is kept for
+    handlers that prefer to skip silently."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -69,8 +71,7 @@ def friendly(outputs: int = 1) -> Callable:
                 raise
             except (ValueError, KeyError, RuntimeError, OSError) as exc:
                 message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-                gr.Warning(message or type(exc).__name__)
-                return gr.skip() if outputs == 1 else skips(outputs)
+                raise gr.Error(message or type(exc).__name__, title="Can't do that", print_exception=False) from exc
         return inner
 
     return wrap

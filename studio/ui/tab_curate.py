@@ -31,7 +31,7 @@ def build(ctx: Ctx) -> None:
     studio = ctx.studio
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Photos or a .zip", file_count="multiple", file_types=["image", ".zip"], elem_id="photo-upload")
+            files = gr.File(label="Photos or a .zip", file_count="multiple", elem_id="photo-upload")
             with gr.Row():
                 demo_btn = gr.Button("Try the demo subject", elem_id="demo-btn")
                 clear_btn = gr.Button("New photo set", variant="secondary")

@@ -120,7 +120,7 @@ def build(ctx: Ctx) -> TrainTab:
         return dict(zip(SETTING_NAMES, args))
 
     @friendly()
-    def explain(browser_id, count, *args, request: gr.Request):
+    def explain(request: gr.Request, browser_id, count, *args):
         values = values_of(args)
         user = ctx.user(browser_id, request)
         presets, overrides = settings(studio, user, values)
@@ -144,7 +144,7 @@ def build(ctx: Ctx) -> TrainTab:
         return views.identifier_markdown(studio.check_identifier(identifier_text.strip(), (noun or "thing").strip()))
 
     @friendly(4)
-    def start_run(browser_id, dataset_id, count, *args, request: gr.Request):
+    def start_run(request: gr.Request, browser_id, dataset_id, count, *args):
         if not dataset_id:
             raise ValueError("no photos yet: upload some in the Curate tab first")
         user = ctx.user(browser_id, request)
@@ -153,12 +153,14 @@ def build(ctx: Ctx) -> TrainTab:
         gr.Info(f"run {run_id} queued")
         return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], views.loss_frame([])
 
-    @friendly(7)
     def poll(browser_id, current, request: gr.Request):
         if not current or not current.get("run_id"):
             return gr.skip(), gr.Timer(active=False), *skips(5)
         user, run_id = ctx.user(browser_id, request), current["run_id"]
-        new, cursor = studio.events(user, run_id, current["cursor"])
+        try:
+            new, cursor = studio.events(user, run_id, current["cursor"])
+        except KeyError:  # the run was deleted (or never was this user's): stop polling
+            return None, gr.Timer(active=False), views.status_markdown(None, []), *skips(4)
         state = studio.run_state(user, run_id)
         events, _ = studio.events(user, run_id, 0) if new else ([], 0)
         done = views.is_terminal(state.status) and not new

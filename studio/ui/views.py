@@ -165,13 +165,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def config_table(config: dict[str, Any], sources: dict[str, str], names: Sequence[str] | None = None) -> str:
-    """Markdown table: setting | value | why (preset reason, "set by you", derived, or default)."""
+def config_table(config: dict[str, Any], sources: dict[str, str] | None, names: Sequence[str] | None = None) -> str:
+    """Markdown table: setting | value | why (preset reason, "set by you", derived, or default); no why without sources."""
     names = list(names) if names is not None else list(config)
-    rows = ["| setting | value | why |", "|---|---|---|"]
+    rows = ["| setting | value | why |", "|---|---|---|"] if sources is not None else ["| setting | value |", "|---|---|"]
     for name in names:
-        why = sources.get(name, "default").replace("|", "/")
-        rows.append(f"| `{name}` | {format_value(config.get(name)).replace('|', '/')} | {why} |")
+        row = f"| `{name}` | {format_value(config.get(name)).replace('|', '/')} |"
+        if sources is not None:
+            row += f" {sources.get(name, 'default').replace('|', '/')} |"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -263,3 +265,26 @@ def sanitise_user(name: str) -> str | None:
     if len(clean) < 3:
         clean = (clean + "-user") if clean else ""
     return clean if USER_ID.match(clean) else None
+
+
+# -- inpainting -----------------------------------------------------------------------
+def editor_image_and_mask(editor: Any, uploaded_mask: Any = None) -> tuple[Any, Any]:
+    """From an ImageEditor value {background, layers, composite} (PIL images): the picture and an L-mode mask,
+    white where the user painted (the alpha of the drawn layers), or from an uploaded black/white mask."""
+    from PIL import Image, ImageChops
+
+    if not editor or editor.get("background") is None:
+        raise ValueError("upload a picture to inpaint first")
+    image = editor["background"].convert("RGB")
+    if uploaded_mask is not None:
+        return image, uploaded_mask.convert("L").resize(image.size)
+    mask = Image.new("L", image.size, 0)
+    for layer in editor.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A").resize(image.size)
+        mask = ImageChops.lighter(mask, alpha)
+    mask = mask.point(lambda v: 255 if v > 0 else 0)
+    if mask.getextrema()[1] == 0:
+        raise ValueError("the mask is empty: paint over the part of the picture to replace (brush tool)")
+    return image, mask

@@ -133,14 +133,19 @@ def judge(image: Image.Image) -> Verdict:
     # Colour and marking from the interior (1 px eroded at 64 px) to skip blended edges.
     small = cv2.resize(mask, (res, res), interpolation=cv2.INTER_AREA)
     inner = cv2.erode(small, np.ones((3, 3), np.uint8)) if small.sum() > 40 else small
-    pixels = _lab(img[inner.astype(bool)])
-    if len(pixels) == 0:
-        pixels = _lab(img[small.astype(bool)])
+    region = inner if inner.sum() else small
+    lab = _lab(img.reshape(-1, 3)).reshape(res, res, 3)
     # Per-pixel vote among the object palette plus the marking colour; pixels far from
-    # all of them (blends at the marking's edges) do not vote.
-    dists = np.linalg.norm(pixels[:, None] - _VOTE_LAB[None], axis=2)
-    nearest, confident = dists.argmin(axis=1), dists.min(axis=1) < 35
-    share = float(np.mean(confident & (nearest == len(_OBJ_NAMES))))
-    votes = np.bincount(nearest[confident], minlength=len(_VOTE_LAB))[:len(_OBJ_NAMES)]
-    colour = _OBJ_NAMES[int(votes.argmax())] if votes.sum() >= 3 else _nearest(np.median(pixels, axis=0), _OBJ_NAMES, _OBJ_LAB)
+    # all of them do not vote, nor do those next to marking pixels (red + cyan blends
+    # read as green).
+    dists = np.linalg.norm(lab[..., None, :] - _VOTE_LAB, axis=-1)
+    nearest, confident = dists.argmin(axis=-1), (dists.min(axis=-1) < 35) & region.astype(bool)
+    marked = confident & (nearest == len(_OBJ_NAMES))
+    share = float(marked.sum() / region.sum())
+    voters = confident & ~marked & ~cv2.dilate(marked.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if voters.sum() < 3:
+        voters = confident & ~marked
+    votes = np.bincount(nearest[voters], minlength=len(_VOTE_LAB))[:len(_OBJ_NAMES)]
+    colour = (_OBJ_NAMES[int(votes.argmax())] if votes.sum() >= 3
+              else _nearest(np.median(lab[region.astype(bool)], axis=0), _OBJ_NAMES, _OBJ_LAB))
     return Verdict(cls, colour, background, size, position, share >= MARKING_MIN_SHARE, share, class_score)

@@ -133,3 +133,13 @@ def test_sdxl_export_is_refused_clearly():
     fake_sdxl = SimpleNamespace(unet=None, vae=None, text_encoder=object(), text_encoder_2=object())
     with pytest.raises(NotImplementedError, match="SD 1.x/2.x only"):
         export_single_file(fake_sdxl, "/nonexistent/never-written.safetensors")
+
+
+def test_unmerged_lora_is_refused(tiny):
+    from peft import LoraConfig
+
+    comps = load_components(resolve_source(str(tiny["eps"])))
+    comps.unet.add_adapter(LoraConfig(r=2, target_modules=["to_q"]))
+    with pytest.raises(ValueError, match="merge it first"):
+        export_single_file(comps, tiny["root"] / "never.safetensors")
+    assert not (tiny["root"] / "never.safetensors").exists()

@@ -35,7 +35,8 @@ def test_captions():
     assert caption(scene, photo=False, colour=False, background=False) == "a star"
     assert caption(scene, "sks") == "a photo of sks star on a pink background"
     rng = random.Random(0)
-    captions = {random_caption(sample_scene(rng), rng) for _ in range(300)}
+    stars = [Scene("star", s.colour, s.background, s.size, s.position) for s in (sample_scene(rng) for _ in range(300))]
+    captions = {random_caption(s, rng) for s in stars}
     assert {"a star", "a photo of a star"} <= captions
     assert all(w in WORLD_WORDS for c in captions for w in c.replace(",", "").split())
 
