@@ -94,9 +94,7 @@ def cmd_train(args) -> int:
     studio = _studio(args)
     presets, overrides, images = list(args.preset), _overrides(args), args.images
     if args.demo:
-        from studio.world.demo import demo_training_settings
-
-        images, demo_presets, demo_overrides = demo_training_settings()
+        images, demo_presets, demo_overrides = studio.demo_settings()
         presets = presets or demo_presets
         overrides = {**demo_overrides, **overrides}
     if images is None and not args.resume:

@@ -71,21 +71,33 @@ class RunOutcome:
 
 
 def train(request: TrainRequest, emit: Emit, commands: RunCommands | None = None) -> RunOutcome:
+    """Run the phases; every way a run can end is reported as exactly one terminal event."""
     commands = commands or RunCommands()
-    step = 0
-    try:
-        return _train(request, emit, commands)
-    except InterruptedError:
-        emit(Cancelled(step=step))
-        return RunOutcome("cancelled", step)
-    except TrainingError as exc:
-        emit(Failed(step=step, error=str(exc), advice=exc.advice))
-        return RunOutcome("failed", step)
-    except torch.OutOfMemoryError as exc:
+    last_step = [0]
+
+    def tracking(event) -> None:
+        if event.kind in ("step", "started"):
+            last_step[0] = getattr(event, "step", 0) or getattr(event, "resumed_from", 0)
+        emit(event)
+
+    def fail(error: str, advice: str) -> RunOutcome:
         _release_memory()
-        emit(Failed(step=step, error=f"out of memory: {exc}"[:500],
-                    advice="use LoRA, enable gradient checkpointing, lower the batch size or the resolution"))
-        return RunOutcome("failed", step)
+        emit(Failed(step=last_step[0], error=error, advice=advice))
+        return RunOutcome("failed", last_step[0])
+
+    try:
+        return _train(request, tracking, commands)
+    except InterruptedError:
+        emit(Cancelled(step=last_step[0]))
+        return RunOutcome("cancelled", last_step[0])
+    except TrainingError as exc:
+        return fail(str(exc), exc.advice)
+    except torch.OutOfMemoryError as exc:
+        return fail(f"out of memory at step {last_step[0]}: {str(exc)[:300]}",
+                    "use LoRA, enable gradient checkpointing, lower the batch size or the resolution, or turn previews down")
+    except OSError as exc:  # a full disk or a vanished folder during a save
+        return fail(f"could not write to disk at step {last_step[0]}: {exc}",
+                    "free disk space, then resume: the last complete checkpoint is intact")
 
 
 def _release_memory() -> None:

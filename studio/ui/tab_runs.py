@@ -51,7 +51,7 @@ def build(ctx: Ctx) -> RunsTab:
         config, (events, _) = studio.run_config(user, run_id), studio.events(user, run_id, 0)
         state = studio.run_state(user, run_id)
         files = [ctx.servable(path) for path in studio.outputs(user, run_id).values()]
-        text = views.status_markdown(state, events) + "\n\n" + views.config_table(config, None)
+        text = views.status_markdown(state, events) + "\n\n" + views.config_table(config.get("config", {}), config.get("sources", {}))
         return text, views.loss_frame(events), preview_images(studio, user, run_id, events), files or None
 
     @friendly(2)

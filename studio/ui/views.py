@@ -227,7 +227,8 @@ def identifier_markdown(report: Any) -> str:
 
 
 def trigger_phrase(config: dict[str, Any]) -> str:
-    """The instance prompt of a run's config, e.g. "a photo of sks dog"."""
+    """The instance prompt of a run's config (plain, or as saved: {config, sources}), e.g. "a photo of sks dog"."""
+    config = config.get("config", config) if config else config
     if not config:
         return ""
     template = config.get("instance_prompt", "a photo of {identifier} {class_noun}")

@@ -130,22 +130,22 @@ def judge(image: Image.Image) -> Verdict:
     else:
         position = "top" if dy < 0 else "bottom"
 
-    # Colour and marking from the interior (1 px eroded at 64 px) to skip blended edges.
     small = cv2.resize(mask, (res, res), interpolation=cv2.INTER_AREA)
     inner = cv2.erode(small, np.ones((3, 3), np.uint8)) if small.sum() > 40 else small
-    region = inner if inner.sum() else small
+    region = inner if inner.sum() else small  # 1 px eroded at 64 px: no blended edge pixels
     lab = _lab(img.reshape(-1, 3)).reshape(res, res, 3)
-    # Per-pixel vote among the object palette plus the marking colour; pixels far from
-    # all of them do not vote, nor do those next to marking pixels (red + cyan blends
-    # read as green).
+    # Per-pixel vote among the object palette plus the marking colour over the whole
+    # blob; pixels far from all of them do not vote, nor do those next to marking
+    # pixels (red + cyan blends read as green). The marking share is taken inside.
     dists = np.linalg.norm(lab[..., None, :] - _VOTE_LAB, axis=-1)
-    nearest, confident = dists.argmin(axis=-1), (dists.min(axis=-1) < 35) & region.astype(bool)
+    nearest, confident = dists.argmin(axis=-1), (dists.min(axis=-1) < 35) & small.astype(bool)
     marked = confident & (nearest == len(_OBJ_NAMES))
-    share = float(marked.sum() / region.sum())
-    voters = confident & ~marked & ~cv2.dilate(marked.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    share = float((marked & region.astype(bool)).sum() / region.sum())
+    voters = confident & ~cv2.dilate(marked.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if voters.sum() < 3:
         voters = confident & ~marked
     votes = np.bincount(nearest[voters], minlength=len(_VOTE_LAB))[:len(_OBJ_NAMES)]
+    body = small.astype(bool) & ~marked
     colour = (_OBJ_NAMES[int(votes.argmax())] if votes.sum() >= 3
-              else _nearest(np.median(lab[region.astype(bool)], axis=0), _OBJ_NAMES, _OBJ_LAB))
+              else _nearest(np.median(lab[body if body.any() else small.astype(bool)], axis=0), _OBJ_NAMES, _OBJ_LAB))
     return Verdict(cls, colour, background, size, position, share >= MARKING_MIN_SHARE, share, class_score)

@@ -128,3 +128,48 @@ def test_sdxl_lora_trains_and_loads_in_diffusers(tmp_path, tiny_sdxl, photos):
     before = _image(pipe)
     pipe.load_lora_weights(tmp_path / "run" / "output")
     assert abs(_image(pipe) - before).max() > 1e-3
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one_and_reports(tmp_path, tiny_sd, photos, monkeypatch):
+    import errno
+
+    import studio.training.checkpoint as checkpoint
+
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def disk_full_on_second(tensors, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(tensors, path, *a, **k)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full_on_second)
+    outcome, events = _train(tmp_path, tiny_sd, photos, max_steps=6, checkpoint_every=2, preview_every=50)
+    assert outcome.status == "failed" and "No space left" in events[-1].error and "resume" in events[-1].advice
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-000002"]  # the half-written step-000004 was removed, step 2 survives
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    assert weights
+
+
+def test_out_of_memory_mid_run_fails_cleanly_and_the_next_run_works(tmp_path, tiny_sd, photos, monkeypatch):
+    import studio.training.loop as loop
+
+    real = loop.dreambooth_loss
+    calls = {"n": 0}
+
+    def oom(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "dreambooth_loss", oom)
+    outcome, events = _train(tmp_path, tiny_sd, photos, max_steps=5, preview_every=50)
+    assert outcome.status == "failed" and events[-1].error.startswith("out of memory at step 2")
+    assert "gradient checkpointing" in events[-1].advice
+    monkeypatch.setattr(loop, "dreambooth_loss", real)
+    again, _ = _train(tmp_path, tiny_sd, photos, run="run2", max_steps=1, preview_every=50)
+    assert again.status == "finished"

@@ -128,8 +128,8 @@ def test_full_flow(local_app, tmp_path):
 
     # reconnecting (a new client, same local user) re-attaches to the newest active run: none now, it finished
     run_id = studio.runs("local")[0]["run_id"]
-    models, *_ = c.predict("", api_name="/generate_refresh_all")
-    assert models == f"run:{run_id}"
+    model, _, prompt, _ = c.predict("", api_name="/generate_refresh_all")
+    assert model["value"] == f"run:{run_id}" and prompt == "a photo of sks dog"  # the last run's trigger phrase
     gallery, timing = c.predict("", f"run:{run_id}", "a photo of sks dog", "", "ddim", 2, 7.5, 3, 2, api_name="/generate")
     assert len(gallery) == 2 and "2 image(s)" in timing
     grid, _ = c.predict("", ["base", f"run:{run_id}"], "a photo of sks dog\nsks dog on the beach", "0, 1", "", "default",
@@ -163,7 +163,7 @@ def test_errors_are_warnings_not_crashes(local_app):
         c.predict("", *train_args(), api_name="/train_start")
     with pytest.raises(Exception, match="prompt is empty"):
         c.predict("", "base", "", "", "default", 2, 7.5, 0, 1, api_name="/generate")
-    with pytest.raises(Exception, match="no run"):
+    with pytest.raises(Exception, match="no run|not in the list of choices"):
         c.predict("", "r20990101-000000-abcdef", api_name="/runs_delete")
     with pytest.raises(Exception, match="upload a picture"):
         c.predict("", "base", None, None, "x", 0.9, 2, 0, api_name="/inpaint")
@@ -185,7 +185,7 @@ def test_shared_mode_isolates_users_and_reattaches(tiny_model, tmp_path):
 
         table, picker = bob.predict(bob_id, api_name="/runs_list")
         assert not table["data"] or table["data"] == [[None] * 4] or len(table["data"]) == 0
-        with pytest.raises(Exception, match="no run"):
+        with pytest.raises(Exception, match="no run|not in the list of choices"):
             bob.predict(bob_id, studio.runs(alice_user(studio))[0]["run_id"], api_name="/runs_delete")
 
         # a reload (a new client with the same browser id) re-attaches to the running job
