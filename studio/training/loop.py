@@ -108,179 +108,242 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutcome:
-    config = request.resolved.config
-    run_dir = request.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(request.resolved.to_json(), encoding="utf-8")
-    started_at = time.perf_counter()
+@dataclass
+class _Run:
+    """What the phases hand each other: loaded parts, cached data and the optimisation state."""
 
-    # 1. Base model, hardware, identifier.
-    emit(Phase(name="loading", detail=request.source.label))
-    comps = request.components or load_components(request.source)
-    device = pick_device(request.device)
-    precision, notice = pick_precision(config.mixed_precision, device)
+    request: TrainRequest
+    emit: Emit
+    commands: RunCommands
+    comps: Components = None
+    device: torch.device = None
+    precision: Any = None
+    resolution: int = 0
+    trainable: Any = None
+    optimizer: Any = None
+    lr_scheduler: Any = None
+    noise_scheduler: Any = None
+    generator: torch.Generator = None
+    instance: LatentSource = None
+    classes: LatentSource | None = None
+    prompts: PromptSource = None
+    instance_prompts: list[str] = field(default_factory=list)
+    samplers: dict[str, EpochSampler] = field(default_factory=dict)
+    loop: ckpt.LoopState = None
+
+    @property
+    def config(self):
+        return self.request.resolved.config
+
+
+def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutcome:
+    run = _Run(request, emit, commands)
+    request.run_dir.mkdir(parents=True, exist_ok=True)
+    (request.run_dir / "config.json").write_text(request.resolved.to_json(), encoding="utf-8")
+    started_at = time.perf_counter()
+    _load(run)  # 1
+    class_paths = _class_images(run)  # 2
+    _setup_optimisation(run)  # 3
+    _cache(run, class_paths)  # 4
+    _resume(run)  # 5
+    outcome = _loop(run)  # 6
+    if outcome is not None:
+        return outcome
+    emit(Phase(name="saving", detail="writing and verifying outputs"))  # 7
+    run.trainable.train(False)
+    outputs = export_outputs(request.run_dir, run.comps, run.trainable, request.resolved, source=request.source)
+    emit(Finished(step=run.loop.step, outputs=tuple(outputs), seconds=time.perf_counter() - started_at))
+    return RunOutcome("finished", run.loop.step, tuple(outputs))
+
+
+def _load(run: _Run) -> None:
+    """1. Base model, device, precision; the identifier and the photos are checked before any work."""
+    config, request = run.config, run.request
+    run.emit(Phase(name="loading", detail=request.source.label))
+    run.comps = comps = request.components or load_components(request.source)
+    run.device = pick_device(request.device)
+    run.precision, notice = pick_precision(config.mixed_precision, run.device)
     if notice:
-        emit(Notice(message=notice))
-    resolution = config.resolution or comps.native_resolution
+        run.emit(Notice(message=notice))
+    run.resolution = config.resolution or comps.native_resolution
     report = check_identifier(comps.tokenizers[0], config.identifier, config.class_noun, config.resolved_instance_prompt)
     if not report.ok:
         raise TrainingError("; ".join(report.errors), "fix the instance prompt, identifier or class noun")
     for warning in report.warnings:
-        emit(Notice(message=warning + (f" (try: {', '.join(report.suggestions)})" if report.suggestions else "")))
+        run.emit(Notice(message=warning + (f" (try: {', '.join(report.suggestions)})" if report.suggestions else "")))
     if len(request.images) == 0:
         raise TrainingError("no training images", "add 3-20 photos of your subject")
     for module in [comps.vae, *comps.text_encoders]:
-        module.to(device)
-        if precision.frozen_dtype != torch.float32:
-            module.to(dtype=precision.frozen_dtype)
-    comps.unet.to(device)
+        module.to(run.device)
+        if run.precision.frozen_dtype != torch.float32:
+            module.to(dtype=run.precision.frozen_dtype)
+    comps.unet.to(run.device)
 
-    # 2. Class images from the untouched base model.
-    class_paths: list[Path] = []
-    if config.with_prior_preservation:
-        emit(Phase(name="class_images", detail=config.resolved_class_prompt))
-        class_paths = ensure_class_images(
-            comps, cache_root=request.class_cache_root, class_prompt=config.resolved_class_prompt,
-            count=config.num_class_images, resolution=resolution, steps=config.class_image_steps,
-            guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=device, emit=emit,
-            should_stop=commands.should_stop,
-        )
 
-    # 3. Trainable weights, optimizer, schedule.
-    trainable = prepare_trainable(comps, config)
-    if config.gradient_checkpointing:
-        comps.unet.enable_gradient_checkpointing()
-        for name, module in trainable.modules.items():
-            if name.startswith("text_encoder"):
-                module.gradient_checkpointing_enable()
-    optimizer, notice = make_optimizer(param_groups(trainable, config), use_8bit=config.use_8bit_adam, device=device,
-                                       weight_decay=config.weight_decay)
-    if notice:
-        emit(Notice(message=notice))
+def _class_images(run: _Run) -> list[Path]:
+    """2. Class images for prior preservation, drawn by the untouched base model (cached across runs)."""
+    config = run.config
+    if not config.with_prior_preservation:
+        return []
+    run.emit(Phase(name="class_images", detail=config.resolved_class_prompt))
+    return ensure_class_images(
+        run.comps, cache_root=run.request.class_cache_root, class_prompt=config.resolved_class_prompt,
+        count=config.num_class_images, resolution=run.resolution, steps=config.class_image_steps,
+        guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=run.device, emit=run.emit,
+        should_stop=run.commands.should_stop,
+    )
+
+
+def _setup_optimisation(run: _Run) -> None:
+    """3. Trainable weights (LoRA or full), optimizer, LR and noise schedules, the run's RNG."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.max_steps)
-    noise_scheduler = DDPMScheduler.from_config(comps.scheduler_config)
-    generator = torch.Generator("cpu").manual_seed(config.seed)
+    config = run.config
+    run.trainable = prepare_trainable(run.comps, config)
+    if config.gradient_checkpointing:
+        run.comps.unet.enable_gradient_checkpointing()
+        for name, module in run.trainable.modules.items():
+            if name.startswith("text_encoder"):
+                module.gradient_checkpointing_enable()
+    run.optimizer, notice = make_optimizer(param_groups(run.trainable, config), use_8bit=config.use_8bit_adam,
+                                           device=run.device, weight_decay=config.weight_decay)
+    if notice:
+        run.emit(Notice(message=notice))
+    run.lr_scheduler = get_scheduler(config.lr_scheduler, run.optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                     num_training_steps=config.max_steps)
+    run.noise_scheduler = DDPMScheduler.from_config(run.comps.scheduler_config)
+    run.generator = torch.Generator("cpu").manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
-    # 4. Latents and prompt embeddings, once.
-    emit(Phase(name="caching", detail=f"{len(request.images)} images, {len(class_paths)} class images"))
+
+def _cache(run: _Run, class_paths: list[Path]) -> None:
+    """4. Latents of every image and (frozen) prompt embeddings, computed once."""
     from PIL import Image
 
-    instance = LatentSource(comps, image_tensor([i.image for i in request.images], resolution), cache=config.cache_latents,
-                            flip=config.random_flip, device=device, dtype=precision.frozen_dtype)
-    instance_prompts = [config.prompt(i.caption) if i.caption else config.resolved_instance_prompt for i in request.images]
-    classes = None
+    config, images = run.config, run.request.images
+    run.emit(Phase(name="caching", detail=f"{len(images)} images, {len(class_paths)} class images"))
+    common = dict(cache=config.cache_latents, flip=config.random_flip, device=run.device, dtype=run.precision.frozen_dtype)
+    run.instance = LatentSource(run.comps, image_tensor([i.image for i in images], run.resolution), **common)
+    run.instance_prompts = [config.prompt(i.caption) if i.caption else config.resolved_instance_prompt for i in images]
     if class_paths:
-        class_images = [Image.open(p).convert("RGB") for p in class_paths]
-        classes = LatentSource(comps, image_tensor(class_images, resolution), cache=config.cache_latents,
-                               flip=config.random_flip, device=device, dtype=precision.frozen_dtype)
-    prompts = PromptSource(comps, instance_prompts + [config.resolved_class_prompt], resolution,
-                           frozen=not config.train_text_encoder)
-    samplers = {"instance": EpochSampler(instance.count, generator)}
-    if classes is not None:
-        samplers["class"] = EpochSampler(classes.count, generator)
+        pictures = [Image.open(p).convert("RGB") for p in class_paths]
+        run.classes = LatentSource(run.comps, image_tensor(pictures, run.resolution), **common)
+    run.prompts = PromptSource(run.comps, run.instance_prompts + [config.resolved_class_prompt], run.resolution,
+                               frozen=not config.train_text_encoder)
+    run.samplers = {"instance": EpochSampler(run.instance.count, run.generator)}
+    if run.classes is not None:
+        run.samplers["class"] = EpochSampler(run.classes.count, run.generator)
 
-    # 5. Resume.
-    loop = ckpt.LoopState(step=0, samplers={})
-    last = ckpt.latest_checkpoint(run_dir) if request.resume else None
+
+def _resume(run: _Run) -> None:
+    """5. Continue from the last complete checkpoint: weights, optimizer, schedule, RNGs, sampler order."""
+    run.loop = ckpt.LoopState(step=0, samplers={})
+    last = ckpt.latest_checkpoint(run.request.run_dir) if run.request.resume else None
     if last is not None:
-        weights, loop = ckpt.load_checkpoint(last, optimizer=optimizer, lr_scheduler=lr_scheduler, generator=generator)
-        trainable.load_state_dict(weights)
-        for name, sampler in samplers.items():
-            sampler.load_state_dict(loop.samplers[name])
-        emit(Notice(message=f"resumed from {last.name}"))
-    emit(Started(run_id=request.run_id, max_steps=config.max_steps, method=config.method, device=str(device),
-                 precision=precision.name, resumed_from=loop.step))
+        weights, run.loop = ckpt.load_checkpoint(last, optimizer=run.optimizer, lr_scheduler=run.lr_scheduler,
+                                                 generator=run.generator)
+        run.trainable.load_state_dict(weights)
+        for name, sampler in run.samplers.items():
+            sampler.load_state_dict(run.loop.samplers[name])
+        run.emit(Notice(message=f"resumed from {last.name}"))
+    run.emit(Started(run_id=run.request.run_id, max_steps=run.config.max_steps, method=run.config.method,
+                     device=str(run.device), precision=run.precision.name, resumed_from=run.loop.step))
 
-    # 6. The loop.
-    def preview(at: int) -> None:
-        emit(draw_previews(comps, config, run_dir=run_dir, step=at, resolution=resolution, device=device,
-                           autocast=precision.autocast))
 
-    def save(at: int) -> Path:
-        loop.samplers = {n: s.state_dict() for n, s in samplers.items()}
-        folder = ckpt.save_checkpoint(
-            run_dir, trainable_state=trainable.state_dict(), optimizer=optimizer, lr_scheduler=lr_scheduler,
-            generator=generator, loop=loop, keep=config.keep_checkpoints,
-            extra_writer=lambda f: write_inference_files(f, comps, trainable, config),
-        )
-        emit(Checkpoint(step=at, path=str(folder.relative_to(run_dir))))
-        return folder
+def _preview(run: _Run, step: int) -> None:
+    run.emit(draw_previews(run.comps, run.config, run_dir=run.request.run_dir, step=step, resolution=run.resolution,
+                           device=run.device, autocast=run.precision.autocast))
 
-    emit(Phase(name="training", detail=f"{config.max_steps} steps"))
+
+def _save(run: _Run) -> Path:
+    run.loop.samplers = {n: s.state_dict() for n, s in run.samplers.items()}
+    folder = ckpt.save_checkpoint(
+        run.request.run_dir, trainable_state=run.trainable.state_dict(), optimizer=run.optimizer,
+        lr_scheduler=run.lr_scheduler, generator=run.generator, loop=run.loop, keep=run.config.keep_checkpoints,
+        extra_writer=lambda f: write_inference_files(f, run.comps, run.trainable, run.config),
+    )
+    run.emit(Checkpoint(step=run.loop.step, path=str(folder.relative_to(run.request.run_dir))))
+    return folder
+
+
+def _loop(run: _Run) -> RunOutcome | None:
+    """6. Train until max_steps; None when done, an outcome when stopped."""
+    config, loop = run.config, run.loop
+    run.emit(Phase(name="training", detail=f"{config.max_steps} steps"))
     if loop.step == 0 and config.preview_every:
-        preview(0)  # the untouched model: the "before" of every drift comparison
-    trainable.train()
-    scaler = precision.grad_scaler()
-    batch = config.batch_size
+        _preview(run, 0)  # the untouched model: the "before" of every drift comparison
+    run.trainable.train()
+    scaler = run.precision.grad_scaler()
     while loop.step < config.max_steps:
-        if commands.should_pause():
-            commands.wait_while_paused()
-        if commands.should_stop():
-            folder = save(loop.step)
-            emit(Cancelled(step=loop.step, checkpoint=str(folder.relative_to(run_dir))))
+        if run.commands.should_pause():
+            run.commands.wait_while_paused()
+        if run.commands.should_stop():
+            folder = _save(run)
+            run.emit(Cancelled(step=loop.step, checkpoint=str(folder.relative_to(run.request.run_dir))))
             return RunOutcome("cancelled", loop.step)
         tic = time.perf_counter()
-        values = torch.zeros(3)
-        for _ in range(config.gradient_accumulation):
-            index = samplers["instance"].take(batch)
-            latents = [instance.sample(index, generator)]
-            batch_prompts = [instance_prompts[i] for i in index.tolist()]
-            if classes is not None:
-                latents.append(classes.sample(samplers["class"].take(batch), generator))
-                batch_prompts += [config.resolved_class_prompt] * batch
-            latents = torch.cat(latents).to(device)
-            noise = sample_noise(latents.cpu(), config.offset_noise, generator).to(device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            with precision.autocast():
-                pred = comps.unet(noisy, timesteps, **prompts.batch(batch_prompts)).sample
-            target = target_for(noise_scheduler, latents, noise, timesteps)
-            weights = None
-            if config.snr_gamma > 0:
-                weights = min_snr_weights(noise_scheduler.alphas_cumprod, timesteps, config.snr_gamma,
-                                          noise_scheduler.config.prediction_type)
-            parts = dreambooth_loss(pred, target, num_instance=batch, prior_weight=config.prior_loss_weight,
-                                    sample_weights=weights)
-            scaler.scale(parts.total / config.gradient_accumulation).backward()
-            values += torch.stack([parts.total, parts.instance, parts.prior]).detach().float().cpu() / config.gradient_accumulation
-        loss, instance_loss, prior_loss = values.tolist()  # one host sync per step: the numbers are displayed
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   config.max_grad_norm or float("inf"))
-        if not (torch.isfinite(values).all() and torch.isfinite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            scaler.update()
-            loop.bad_steps += 1
-            if loop.bad_steps >= config.max_bad_steps:
-                folder = save(loop.step)
-                raise TrainingError(
-                    f"the loss was not finite for {loop.bad_steps} steps in a row; stopped at step {loop.step} and kept "
-                    f"the last good weights in {folder.name}",
-                    "lower the learning rate, or turn mixed precision off",
-                )
+        values = sum((_micro_step(run, scaler) for _ in range(config.gradient_accumulation)), torch.zeros(3))
+        if not _apply_update(run, scaler, values):
             continue
-        loop.bad_steps = 0
-        scaler.step(optimizer)
-        scaler.update()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loop.step += 1
-        emit(Step(step=loop.step, max_steps=config.max_steps, loss=loss, instance_loss=instance_loss,
-                  prior_loss=prior_loss, lr=lr_scheduler.get_last_lr()[0], seconds=time.perf_counter() - tic))
-        if commands.take_sample_request() or (config.preview_every and loop.step % config.preview_every == 0):
-            preview(loop.step)
+        loss, instance_loss, prior_loss = values.tolist()  # one host sync per step: the numbers are displayed
+        run.emit(Step(step=loop.step, max_steps=config.max_steps, loss=loss, instance_loss=instance_loss,
+                      prior_loss=prior_loss, lr=run.lr_scheduler.get_last_lr()[0], seconds=time.perf_counter() - tic))
+        if run.commands.take_sample_request() or (config.preview_every and loop.step % config.preview_every == 0):
+            _preview(run, loop.step)
         if config.checkpoint_every and loop.step % config.checkpoint_every == 0 and loop.step < config.max_steps:
-            save(loop.step)
+            _save(run)
+    return None
 
-    # 7. Outputs, verified before "finished".
-    emit(Phase(name="saving", detail="writing and verifying outputs"))
-    trainable.train(False)
-    outputs = export_outputs(run_dir, comps, trainable, request.resolved, source=request.source)
-    emit(Finished(step=loop.step, outputs=tuple(outputs), seconds=time.perf_counter() - started_at))
-    return RunOutcome("finished", loop.step, tuple(outputs))
+
+def _micro_step(run: _Run, scaler) -> torch.Tensor:
+    """One forward/backward on [instance batch, class batch]; returns (total, instance, prior) loss, detached."""
+    config, batch = run.config, run.config.batch_size
+    index = run.samplers["instance"].take(batch)
+    latents = [run.instance.sample(index, run.generator)]
+    prompts = [run.instance_prompts[i] for i in index.tolist()]
+    if run.classes is not None:
+        latents.append(run.classes.sample(run.samplers["class"].take(batch), run.generator))
+        prompts += [config.resolved_class_prompt] * batch
+    latents = torch.cat(latents).to(run.device)
+    noise = sample_noise(latents.cpu(), config.offset_noise, run.generator).to(run.device)
+    timesteps = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=run.generator).to(run.device)
+    noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
+    with run.precision.autocast():
+        pred = run.comps.unet(noisy, timesteps, **run.prompts.batch(prompts)).sample
+    target = target_for(run.noise_scheduler, latents, noise, timesteps)
+    weights = None
+    if config.snr_gamma > 0:
+        weights = min_snr_weights(run.noise_scheduler.alphas_cumprod, timesteps, config.snr_gamma,
+                                  run.noise_scheduler.config.prediction_type)
+    parts = dreambooth_loss(pred, target, num_instance=batch, prior_weight=config.prior_loss_weight, sample_weights=weights)
+    scaler.scale(parts.total / config.gradient_accumulation).backward()
+    return torch.stack([parts.total, parts.instance, parts.prior]).detach().float().cpu() / config.gradient_accumulation
+
+
+def _apply_update(run: _Run, scaler, values: torch.Tensor) -> bool:
+    """Clip and step, or skip a non-finite step (weights stay the last good ones); stop after too many."""
+    config, loop, optimizer = run.config, run.loop, run.optimizer
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               config.max_grad_norm or float("inf"))
+    if not (torch.isfinite(values).all() and torch.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.update()
+        loop.bad_steps += 1
+        if loop.bad_steps >= config.max_bad_steps:
+            folder = _save(run)
+            raise TrainingError(
+                f"the loss was not finite for {loop.bad_steps} steps in a row; stopped at step {loop.step} and kept "
+                f"the last good weights in {folder.name}",
+                "lower the learning rate, or turn mixed precision off",
+            )
+        return False
+    loop.bad_steps = 0
+    scaler.step(optimizer)
+    scaler.update()
+    run.lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    loop.step += 1
+    return True

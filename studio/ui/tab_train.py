@@ -104,7 +104,7 @@ def build(ctx: Ctx) -> TrainTab:
             status = gr.Markdown(views.status_markdown(None, []), elem_id="train-status")
             with gr.Row():
                 progress = gr.Textbox(label="Progress", interactive=False, elem_id="train-progress")
-                class_progress = gr.Textbox(label="Class images", interactive=False)
+                class_progress = gr.Textbox(label="Class-image progress", interactive=False)
             plot = gr.LinePlot(views.loss_frame([]), x="step", y="loss", color="series", title="Loss (smoothed)",
                                height=260, elem_id="loss-plot")
             previews = gr.Gallery(label="Previews (class prompt shows drift)", columns=4, height=300,
