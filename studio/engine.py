@@ -328,8 +328,17 @@ class Studio:
         refs = [model_ref(self, user, m) for m in model_ids]
         return compare(self._pipelines(), refs, list(prompts), settings, list(seeds))
 
-    def inpaint(self, user: str, model_id: str, image, mask, settings, strength: float = 0.85):
+    def inpaint(self, user: str, model_id: str, image, mask, settings, strength: float = 0.85, *, inpaint_base: str | None = None):
+        """Repaint the mask with the subject; `inpaint_base` puts a trained LoRA on a dedicated inpainting model."""
+        import dataclasses
+
         from studio.inference.generate import inpaint
         from studio.inference.models import model_ref
 
-        return inpaint(self._pipelines(), model_ref(self, user, model_id), image, mask, settings, strength)
+        ref = model_ref(self, user, model_id)
+        if inpaint_base:
+            if ref.lora_file is None and model_id != "base":
+                raise ValueError("an inpainting base model can only be combined with a LoRA run")
+            source = self.source(inpaint_base)
+            ref = dataclasses.replace(ref, base=source, key=f"{ref.key}|{source.location}", label=f"{ref.label} on {source.label}")
+        return inpaint(self._pipelines(), ref, image, mask, settings, strength)

@@ -40,8 +40,8 @@ def build(ctx: Ctx) -> InpaintTab:
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0)
             go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-go")
             with gr.Row():
-                original = gr.Image(label="Original", type="pil", interactive=False, elem_id="inpaint-original")
-                result = gr.Image(label="Result", type="pil", interactive=False, elem_id="inpaint-result")
+                original = gr.Image(label="Original", type="pil", interactive=False, height=256, elem_id="inpaint-original")
+                result = gr.Image(label="Result", type="pil", interactive=False, height=256, elem_id="inpaint-result")
 
     @friendly(2)
     def inpaint(browser_id, model_id, editor_value, mask_value, prompt_text, strength_value, n_steps, seed_value,

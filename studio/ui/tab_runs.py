@@ -62,7 +62,8 @@ def build(ctx: Ctx) -> RunsTab:
         gr.Info(f"deleted {run_id}")
         return listing(browser_id, request)
 
-    refresh.click(listing, [ctx.browser], [table, picker], api_name="runs_list")
+    refresh.click(listing, [ctx.browser], [table, picker], api_name="runs_list").then(
+        show, [ctx.browser, picker], [settings_md, plot, previews, downloads], api_name=False)
     picker.change(show, [ctx.browser, picker], [settings_md, plot, previews, downloads], api_name="runs_show")
     delete.click(remove, [ctx.browser, picker], [table, picker], api_name="runs_delete")
     return RunsTab(ctx, table, picker, listing)

@@ -48,7 +48,8 @@ def loss_frame(events: Iterable[Any], weight: float = 0.6) -> pd.DataFrame:
             continue
         for s, value in zip(steps, smooth([getattr(s, attr) for s in steps], weight)):
             rows.append({"step": int(s.step), "loss": round(value, 6), "series": series})
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return frame.astype({"step": "int64", "loss": "float64", "series": "str"})  # typed even when empty: the plot's axes
 
 
 def preview_items(events: Iterable[Any], limit: int = 24) -> list[tuple[str, str]]:

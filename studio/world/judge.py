@@ -6,7 +6,7 @@ drift of images from the tiny base model:
   object     = largest blob of pixels far from that colour (adaptive threshold);
   class      = best normalised correlation between the object's soft silhouette
                and each class's rendered template (searched over scale, blur, shift);
-  colour     = nearest palette colour (in Lab) of the object's median pixel;
+  colour     = majority vote of the object pixels' nearest palette colours (in Lab);
   size       = bounding-box side; position = bounding-box centre;
   marking    = share of object pixels with the marking's cyan colour.
 """
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from studio.world.render import BACKGROUNDS, CLASSES, COLOURS, HALF_EXTENT, MARKING_COLOUR, OFFSET, Scene, _shape_mask
+from studio.world.render import BACKGROUNDS, CLASSES, COLOURS, HALF_EXTENT, MARKING_COLOUR, OFFSET, Scene, shape_mask
 
 UPSAMPLE = 4  # silhouettes are analysed on a 4x bilinear upsampling: sub-pixel accuracy
 # Template matching tries these scale factors and blurs (in upsampled pixels), so a
@@ -26,7 +26,7 @@ UPSAMPLE = 4  # silhouettes are analysed on a 4x bilinear upsampling: sub-pixel 
 SCALES = (0.9, 1.0, 1.12)
 BLURS = (0.0, 4.0, 7.0)
 SHIFT = 6  # translation search radius, upsampled pixels
-BBOX_HALF = {"square": 0.9}  # bounding-box half-side per unit radius in render._shape_mask (default 1)
+BBOX_HALF = {"square": 0.9}  # bounding-box half-side per unit radius in render.shape_mask (default 1)
 MARKING_MIN_SHARE = 0.06
 
 
@@ -92,7 +92,7 @@ def _classify(soft: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
         for k in SCALES:
             r = half * k / BBOX_HALF.get(cls, 1.0)
             side = int(2 * r) + 16
-            tpl0 = np.asarray(_shape_mask(cls, side / 2, side / 2, r, side), np.float32) / 255
+            tpl0 = np.asarray(shape_mask(cls, side / 2, side / 2, r, side), np.float32) / 255
             # the search window: the template's footprint around the blob, plus SHIFT each way
             x0, y0 = int(round(cx - side / 2)) - SHIFT, int(round(cy - side / 2)) - SHIFT
             win = np.zeros((side + 2 * SHIFT, side + 2 * SHIFT), np.float32)

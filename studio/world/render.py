@@ -94,7 +94,7 @@ def _polygon(cls: str, cx: float, cy: float, r: float) -> list[tuple[float, floa
     return None  # circle
 
 
-def _shape_mask(cls: str, cx: float, cy: float, r: float, side: int) -> Image.Image:
+def shape_mask(cls: str, cx: float, cy: float, r: float, side: int) -> Image.Image:
     mask = Image.new("L", (side, side), 0)
     draw = ImageDraw.Draw(mask)
     poly = _polygon(cls, cx, cy, r)
@@ -120,7 +120,7 @@ def render(scene: Scene, seed: int, resolution: int = 64) -> Image.Image:
     gx, gy = rng.uniform(-10, 10, size=2)
     img = np.array(BACKGROUNDS[scene.background], np.float32) + (gx * xx + gy * yy)[..., None]
 
-    shape = np.asarray(_shape_mask(scene.cls, cx, cy, r, side), np.float32)[..., None] / 255
+    shape = np.asarray(shape_mask(scene.cls, cx, cy, r, side), np.float32)[..., None] / 255
     img = img * (1 - shape) + np.array(COLOURS[scene.colour], np.float32) * shape
     if scene.marking:
         band = np.zeros((side, side, 1), np.float32)

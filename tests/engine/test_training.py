@@ -45,8 +45,12 @@ def test_lora_with_prior_preservation_trains_saves_and_reloads_in_diffusers(tmp_
 
 
 def test_full_fine_tune_with_text_encoder_saves_a_diffusers_model(tmp_path, tiny_sd, photos):
-    outcome, _ = _train(tmp_path, tiny_sd, photos, method="full", train_text_encoder=True, learning_rate=1e-3, max_steps=2)
+    outcome, _ = _train(tmp_path, tiny_sd, photos, method="full", train_text_encoder=True, learning_rate=1e-3, max_steps=2,
+                        save_single_file=True)
     assert outcome.status == "finished"
+    single = StableDiffusionPipeline.from_single_file(tmp_path / "run" / "output" / "model.safetensors", config=str(tiny_sd),
+                                                      local_files_only=True)
+    assert _image(single).shape == (32, 32, 3)
     trained = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "output" / "model")
     base = StableDiffusionPipeline.from_pretrained(tiny_sd)
     changed = lambda a, b: any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
@@ -173,3 +177,16 @@ def test_out_of_memory_mid_run_fails_cleanly_and_the_next_run_works(tmp_path, ti
     monkeypatch.setattr(loop, "dreambooth_loss", real)
     again, _ = _train(tmp_path, tiny_sd, photos, run="run2", max_steps=1, preview_every=50)
     assert again.status == "finished"
+
+
+def test_one_process_runs_bf16_with_checkpointing_then_fp32(tmp_path, tiny_sd, photos):
+    """No process-wide precision state: a bf16 job followed by an fp32 job in the same studio both train."""
+    studio = Studio(tmp_path / "home", base_model=str(tiny_sd))
+    runs = []
+    for name, extra in (("bf16", {"mixed_precision": "bf16", "gradient_checkpointing": True, "train_text_encoder": True}),
+                        ("fp32", {"mixed_precision": "no"})):
+        settings = {"class_noun": "dog", "max_steps": 2, "preview_every": 2, **FAST, **extra}
+        runs.append(studio.train_folder(photos, tmp_path / name, ["object-lora"], settings))
+        started = next(e for e in read_events(tmp_path / name / "events.jsonl") if e.kind == "started")
+        assert started.precision == extra["mixed_precision"]
+    assert [r.status for r in runs] == ["finished", "finished"]

@@ -1,0 +1,111 @@
+"""views.py: pure functions from engine answers to what the UI shows."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from studio.events import ClassImages, Failed, Preview, Started, Step
+from studio.ui import views
+
+
+def steps(n=4, prior=0.5):
+    return [Step(step=i, max_steps=10, loss=1.0 + prior, instance_loss=1.0, prior_loss=prior, lr=1e-4, seconds=0.5)
+            for i in range(1, n + 1)]
+
+
+def test_loss_frame_has_smoothed_series_and_types():
+    frame = views.loss_frame(steps())
+    assert set(frame["series"]) == {"total", "instance", "prior"} and len(frame) == 12
+    assert frame[frame.series == "total"]["loss"].tolist() == pytest.approx([1.5] * 4)  # debiased EMA of a constant
+    assert views.loss_frame(steps(prior=0.0))["series"].unique().tolist() == ["total", "instance"]
+    empty = views.loss_frame([])
+    assert empty.empty and str(empty["loss"].dtype) == "float64"
+
+
+def test_smooth_follows_a_step_change():
+    out = views.smooth([0.0, 0.0, 1.0, 1.0, 1.0], 0.5)
+    assert out[0] == 0 and 0 < out[2] < out[3] < out[4] < 1
+
+
+def test_preview_items_newest_first_with_step_and_prompt():
+    events = [Preview(step=0, images=("a.png", "b.png"), prompts=("sks dog", "a dog"), seeds=(0, 0)),
+              Preview(step=2, images=("c.png",), prompts=("sks dog",), seeds=(1,))]
+    assert views.preview_items(events) == [("c.png", "step 2 · sks dog · seed 1"), ("a.png", "step 0 · sks dog · seed 0"),
+                                           ("b.png", "step 0 · a dog · seed 0")]
+
+
+def test_progress_and_class_image_text():
+    assert views.progress_text([]) == ""
+    assert views.progress_text([Started(max_steps=40)]) == "step 0/40 · starting"
+    events = [Step(step=12, max_steps=40, seconds=0.5)] * 3
+    assert views.progress_text(events) == "step 12/40 · 2.0 it/s · ETA 0:14"
+    assert "s/it" in views.progress_text([Step(step=1, max_steps=3, seconds=4.0)])
+    assert views.class_images_text([ClassImages(done=3, total=10, reused=2)]) == "class images 3/10 · drawing (2 reused from cache)"
+    assert views.format_duration(3725) == "1:02:05"
+
+
+def test_status_shows_error_with_advice_and_queue_position():
+    failed = SimpleNamespace(run_id="r1", status="failed", queue_position=-1)
+    text = views.status_markdown(failed, [Failed(error="out of memory", advice="use LoRA")])
+    assert "out of memory" in text and "use LoRA" in text
+    queued = SimpleNamespace(run_id="r2", status="queued", queue_position=2)
+    assert "2 run(s) ahead" in views.status_markdown(queued, [])
+
+
+def test_curation_captions_and_markdown():
+    ok = SimpleNamespace(name="a.jpg", accepted=True, reason=None, advice=None, warnings=["small"])
+    bad = SimpleNamespace(name="b.pdf", accepted=False, reason="a PDF document", advice="export as JPEG", warnings=[])
+    assert views.verdict_caption(ok) == "✓ a.jpg · ⚠ small"
+    assert views.verdict_caption(bad) == "✗ b.pdf: a PDF document"
+    text = views.curation_markdown(SimpleNamespace(verdicts=[ok, bad], warnings=["two look alike"], count_advice="add more"))
+    assert "1 of 2 photos accepted" in text and "export as JPEG" in text and "two look alike" in text
+
+
+def test_config_table_and_overrides():
+    table = views.config_table({"learning_rate": 1e-4, "seed": 0}, {"learning_rate": "preset x: because"})
+    assert "| `learning_rate` | 0.0001 | preset x: because |" in table and "| `seed` | 0 | default |" in table
+    assert "why" not in views.config_table({"a": 1}, None)
+    base = {"max_steps": 300, "learning_rate": 1e-4, "lora_rank": 8, "seed": 0}
+    assert views.changed_overrides({"max_steps": 0, "learning_rate": 1e-4, "lora_rank": 16.0, "seed": None}, base) == {"lora_rank": 16}
+    assert views.advanced_values({"max_steps": 300}, {"max_steps": "derived: x"})[0] == 0
+    assert views.parse_extra_settings("preview_seeds = [0, 1]\nclass_image_steps = 2") == {"preview_seeds": [0, 1], "class_image_steps": 2}
+    with pytest.raises(ValueError, match="key = value"):
+        views.parse_extra_settings("oops")
+
+
+def test_presets_identifiers_prompts_seeds_users():
+    names = ["face-lora", "face-full", "style-lora"]
+    assert views.preset_name("face", "Full fine-tune", names) == ("face-full", {})
+    assert views.preset_name("style", "Full fine-tune", names) == ("style-lora", {"method": "full"})
+    report = SimpleNamespace(tokens=("sks</w>",), errors=(), warnings=("rare",), suggestions=("zwx",))
+    assert "`zwx`" in views.identifier_markdown(report) and "⚠ rare" in views.identifier_markdown(report)
+    assert views.trigger_phrase({"config": {"identifier": "sks", "class_noun": "dog",
+                                            "instance_prompt": "a photo of {identifier} {class_noun}"}}) == "a photo of sks dog"
+    assert views.parse_lines(" a \n\n b ") == ["a", "b"] and views.parse_seeds("0, 1 2") == [0, 1, 2]
+    with pytest.raises(ValueError):
+        views.parse_seeds("x")
+    assert views.sanitise_user("Alice Smith!") == "alice-smith" and views.sanitise_user("Al") == "al-user"
+    assert views.sanitise_user("***") is None
+
+
+def test_editor_mask_is_alpha_of_drawn_layers():
+    background = Image.new("RGB", (20, 20), "blue")
+    layer = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (5, 5, 10, 10))
+    image, mask = views.editor_image_and_mask({"background": background, "layers": [layer], "composite": background})
+    assert mask.getpixel((6, 6)) == 255 and mask.getpixel((0, 0)) == 0 and image.size == (20, 20)
+    with pytest.raises(ValueError, match="mask is empty"):
+        views.editor_image_and_mask({"background": background, "layers": [Image.new("RGBA", (20, 20))]})
+
+
+def test_schedulers_match_the_engine_and_views_has_no_gradio():
+    from studio.inference.pipelines import SCHEDULERS
+    from studio.ui.tab_generate import SCHEDULERS as shown
+
+    assert tuple(SCHEDULERS) == shown
+    code = "import sys, studio.ui.views; assert 'gradio' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
