@@ -5,14 +5,20 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test that reaches for the hub must fail, not download
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Tiny models gain nothing from threads, and on a shared 2-core CPU thread contention makes them ~10x slower.
+# Set before torch is imported, so CLI subprocesses started by tests inherit it too.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.tiny import build_tiny_sd, build_tiny_sdxl
+
+torch.set_num_threads(1)
 
 FAST = {  # settings that keep a run to seconds on a tiny model
     "num_class_images": 2, "class_image_steps": 2, "class_image_batch": 2,

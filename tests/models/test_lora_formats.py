@@ -16,15 +16,6 @@ RANK = 4
 CASES = {"sd": (build_tiny_sd, 8.0), "sdxl": (build_tiny_sdxl, 4.0)}  # alpha != rank on SD: the scale must survive
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU thread contention makes them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _load(family, folder):
     extra = {} if family.name == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
     return family.pipeline_class().from_pretrained(folder, local_files_only=True, **extra)

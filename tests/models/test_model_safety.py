@@ -13,15 +13,6 @@ from studio.models.sources import ModelLoadError, resolve_source, safetensors_ke
 from tests.tiny import build_tiny_sd
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU thread contention makes them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return build_tiny_sd(tmp_path_factory.mktemp("safety") / "model")

@@ -15,15 +15,6 @@ from studio.models.sources import resolve_source
 from tests.tiny import build_tiny_sd
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU thread contention makes them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     mp = pytest.MonkeyPatch()
