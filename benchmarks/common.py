@@ -15,6 +15,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import datetime
+import warnings
 import platform
 import shlex
 import statistics
@@ -23,6 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
+
+# loading a second LoRA into one UNet is what the PipelineCache means to do
+warnings.filterwarnings("ignore", message="Already found a `peft_config`")
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = REPO / "assets" / "builtin-model"

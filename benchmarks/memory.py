@@ -149,6 +149,7 @@ def main() -> None:
     cap, notes = args.cap_gb * GB, []
     if not args.tiny and not wait_for_pretraining(args.wait_minutes):
         names, args.resolution = ["lora+ckpt"], min(args.resolution, 256)
+        cap = min(cap, 6 * GB)  # the rule while pretraining runs: nothing above ~6 GB
         notes.append(f"PRELIMINARY: pretraining was still running (it must not be disturbed); only the smallest "
                      f"configuration at {args.resolution} px was run")
     full_guess = static_estimate("full", False, args.tiny) + ACT_GUESS_512[False] * (args.resolution / 512) ** 2 * args.batch

@@ -33,7 +33,7 @@ def build(ctx: Ctx) -> RunsTab:
         with gr.Column():
             settings_md = gr.Markdown()
         with gr.Column():
-            plot = gr.LinePlot(views.loss_frame([]), x="step", y="loss", color="series", title="Loss (smoothed)", height=240)
+            plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)", height=240)
             previews = gr.Gallery(label="Previews", columns=4, height=260, object_fit="contain")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="runs-downloads")
 
@@ -46,13 +46,13 @@ def build(ctx: Ctx) -> RunsTab:
     @friendly(4)
     def show(browser_id, run_id, request: gr.Request):
         if not run_id:
-            return "", views.loss_frame([]), [], None
+            return "", None, [], None
         user = ctx.user(browser_id, request)
         config, (events, _) = studio.run_config(user, run_id), studio.events(user, run_id, 0)
         state = studio.run_state(user, run_id)
         files = [ctx.servable(path) for path in studio.outputs(user, run_id).values()]
         text = views.status_markdown(state, events) + "\n\n" + views.config_table(config.get("config", {}), config.get("sources", {}))
-        return text, views.loss_frame(events), preview_images(studio, user, run_id, events), files or None
+        return text, views.loss_frame(events) if any(e.kind == "step" for e in events) else None, preview_images(studio, user, run_id, events), files or None
 
     @friendly(2)
     def remove(browser_id, run_id, request: gr.Request):

@@ -105,7 +105,7 @@ def build(ctx: Ctx) -> TrainTab:
             with gr.Row():
                 progress = gr.Textbox(label="Progress", interactive=False, elem_id="train-progress")
                 class_progress = gr.Textbox(label="Class-image progress", interactive=False)
-            plot = gr.LinePlot(views.loss_frame([]), x="step", y="loss", color="series", title="Loss (smoothed)",
+            plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)",
                                height=260, elem_id="loss-plot")
             previews = gr.Gallery(label="Previews (class prompt shows drift)", columns=4, height=300,
                                   object_fit="contain", elem_id="preview-gallery")
@@ -151,7 +151,7 @@ def build(ctx: Ctx) -> TrainTab:
         presets, overrides = settings(studio, user, values_of(args))
         run_id = studio.start_training(user, dataset_id, presets, overrides)
         gr.Info(f"run {run_id} queued")
-        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], views.loss_frame([])
+        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None
 
     def poll(browser_id, current, request: gr.Request):
         if not current or not current.get("run_id"):
@@ -162,11 +162,11 @@ def build(ctx: Ctx) -> TrainTab:
         except KeyError:  # the run was deleted (or never was this user's): stop polling
             return None, gr.Timer(active=False), views.status_markdown(None, []), *skips(4)
         state = studio.run_state(user, run_id)
-        events, _ = studio.events(user, run_id, 0) if new else ([], 0)
+        events, _ = studio.events(user, run_id, 0) if new or state.status == "queued" else ([], 0)
         done = views.is_terminal(state.status) and not new
         has = {e.kind for e in new}
         return ({"run_id": run_id, "cursor": cursor}, gr.Timer(active=not done),
-                views.status_markdown(state, events) if new or current["cursor"] == 0 else gr.skip(),
+                views.status_markdown(state, events) if new or current["cursor"] == 0 or state.status == "queued" else gr.skip(),
                 views.progress_text(events) if new else gr.skip(),
                 views.class_images_text(events) if "class_images" in has else gr.skip(),
                 views.loss_frame(events) if "step" in has else gr.skip(),

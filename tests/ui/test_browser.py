@@ -90,10 +90,10 @@ def test_page_flow(tmp_path):
             # 5 Runs
             page.get_by_role("tab", name="5 · Runs").click()
             page.get_by_role("button", name="Refresh").click()
-            page.locator("#runs-table").get_by_text("finished").first.wait_for(timeout=30_000)
-            time.sleep(3)
+            page.get_by_text("✅ finished").last.wait_for(timeout=30_000)  # the picked run's status
+            time.sleep(2)
             page.screenshot(path=str(SHOTS / "5-runs.png"), full_page=True)
-            page.locator("#runs-downloads").get_by_text("README", exact=False).first.wait_for(timeout=30_000)
+            assert "safetensors" in page.locator("#runs-downloads").inner_text()
             browser.close()
     finally:
         demo.close()
