@@ -15,6 +15,9 @@ def main() -> None:
                         help="multi-user mode: each browser (or login) gets its own workspace")
     args = parser.parse_args()
 
+    from studio.logs import quiet_libraries
+
+    quiet_libraries()
     from studio.engine import Studio
     from studio.ui.app import build_app, launch_options
 
