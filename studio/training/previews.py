@@ -37,20 +37,19 @@ def draw_previews(comps: Components, config: TrainConfig, *, run_dir: Path, step
     pipe.set_progress_bar_config(disable=True)
     modules = [comps.unet, *comps.text_encoders]
     modes = [m.training for m in modules]
-    images, labels, seeds = [], [], []
+    # Every prompt x seed in one batched call: previews are most of a short run's time (benchmarks.train_step).
+    pairs = [(prompt, seed) for seed in config.preview_seeds for prompt in prompts]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
         for m in modules:
             m.eval()
-        for seed in config.preview_seeds:
-            generators = [torch.Generator("cpu").manual_seed(seed) for _ in prompts]
-            out = pipe(prompts, num_inference_steps=config.preview_steps, guidance_scale=config.preview_guidance,
-                       height=resolution, width=resolution, generator=generators).images
-            for i, (prompt, image) in enumerate(zip(prompts, out)):
-                path = folder / f"p{i}-s{seed}.png"
-                image.save(path)
-                images.append(str(path.relative_to(run_dir)))
-                labels.append(prompt)
-                seeds.append(seed)
+        out = pipe([p for p, _ in pairs], num_inference_steps=config.preview_steps, guidance_scale=config.preview_guidance,
+                   height=resolution, width=resolution,
+                   generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in pairs]).images
+    images = []
+    for (prompt, seed), image in zip(pairs, out):
+        path = folder / f"p{prompts.index(prompt)}-s{seed}.png"
+        image.save(path)
+        images.append(str(path.relative_to(run_dir)))
     for m, mode in zip(modules, modes):
         m.train(mode)
-    return Preview(step=step, images=tuple(images), prompts=tuple(labels), seeds=tuple(seeds))
+    return Preview(step=step, images=tuple(images), prompts=tuple(p for p, _ in pairs), seeds=tuple(s for _, s in pairs))
