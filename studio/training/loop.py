@@ -31,7 +31,7 @@ from studio.training.export import export_outputs, write_inference_files
 from studio.training.hardware import make_optimizer, pick_device, pick_precision
 from studio.training.identifier import check_identifier
 from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
-from studio.training.previews import draw_previews
+from studio.training.previews import draw_base_previews, draw_previews
 from studio.training.prior import ensure_class_images
 from studio.training.trainable import param_groups, prepare_trainable
 
@@ -271,8 +271,10 @@ def _loop(run: _Run) -> RunOutcome | None:
     """6. Train until max_steps; None when done, an outcome when stopped."""
     config, loop = run.config, run.loop
     run.emit(Phase(name="training", detail=f"{config.max_steps} steps"))
-    if loop.step == 0 and config.preview_every:
-        _preview(run, 0)  # the untouched model: the "before" of every drift comparison
+    if loop.step == 0 and config.preview_every:  # the untouched model: the "before" of every drift comparison
+        run.emit(draw_base_previews(run.comps, config, run_dir=run.request.run_dir, resolution=run.resolution,
+                                    cache_root=run.request.class_cache_root.parent / "base-previews",
+                                    device=run.device, autocast=run.precision.autocast))
     run.trainable.train()
     scaler = run.precision.grad_scaler()
     while loop.step < config.max_steps:

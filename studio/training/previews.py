@@ -9,6 +9,9 @@ weights as one without.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -53,3 +56,30 @@ def draw_previews(comps: Components, config: TrainConfig, *, run_dir: Path, step
     for m, mode in zip(modules, modes):
         m.train(mode)
     return Preview(step=step, images=tuple(images), prompts=tuple(p for p, _ in pairs), seeds=tuple(s for _, s in pairs))
+
+
+def draw_base_previews(comps: Components, config: TrainConfig, *, run_dir: Path, cache_root: Path, resolution: int,
+                       device, autocast) -> Preview:
+    """Step 0 (the untouched base model) is the same for every run with the same base, prompts and seeds: cache it."""
+    from studio.training.prior import model_fingerprint
+
+    recipe = [model_fingerprint(comps), preview_prompts(config), list(config.preview_seeds), config.preview_steps,
+              config.preview_guidance, resolution]
+    cached = cache_root / hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+    manifest = cached / "preview.json"
+    target = run_dir / "previews" / "step-000000"
+    if manifest.exists():
+        event = Preview(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(manifest.read_text()).items()})
+        if all((cached / Path(p).name).exists() for p in event.images):
+            target.mkdir(parents=True, exist_ok=True)
+            for rel in event.images:
+                shutil.copyfile(cached / Path(rel).name, run_dir / rel)
+            return Preview(step=0, images=event.images, prompts=event.prompts, seeds=event.seeds)
+    event = draw_previews(comps, config, run_dir=run_dir, step=0, resolution=resolution, device=device, autocast=autocast)
+    tmp = cached.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(target, tmp)
+    (tmp / "preview.json").write_text(json.dumps({"step": 0, "images": event.images, "prompts": event.prompts, "seeds": event.seeds}))
+    shutil.rmtree(cached, ignore_errors=True)
+    tmp.rename(cached)
+    return event

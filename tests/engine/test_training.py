@@ -190,3 +190,13 @@ def test_one_process_runs_bf16_with_checkpointing_then_fp32(tmp_path, tiny_sd, p
         started = next(e for e in read_events(tmp_path / name / "events.jsonl") if e.kind == "started")
         assert started.precision == extra["mixed_precision"]
     assert [r.status for r in runs] == ["finished", "finished"]
+
+
+def test_base_model_previews_are_drawn_once_and_reused(tmp_path, tiny_sd, photos):
+    first, events = _train(tmp_path, tiny_sd, photos, max_steps=1, preview_every=1)
+    second, again = _train(tmp_path, tiny_sd, photos, run="run2", max_steps=1, preview_every=1)
+    step0 = [next(e for e in log if e.kind == "preview" and e.step == 0) for log in (events, again)]
+    assert step0[0].images == step0[1].images and step0[0].prompts == step0[1].prompts
+    for rel in step0[0].images:
+        assert (tmp_path / "run" / rel).read_bytes() == (tmp_path / "run2" / rel).read_bytes()
+    assert len(list((tmp_path / "home" / "cache" / "base-previews").iterdir())) == 1
