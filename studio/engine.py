@@ -113,7 +113,10 @@ class Studio:
             if path.suffix.lower() == ".zip":
                 extract_photos_from_zip(path, folder, max_files=max_files)
                 continue
-            target = safe_join(folder, safe_name(path.name))
+            name = safe_name(path.name)
+            if name.lower() == "crops.json":  # the studio's own file: an upload must not pose as it
+                name = "uploaded-crops.json"
+            target = safe_join(folder, name)
             stem, n = target.stem, 1
             while target.exists():
                 target = target.with_name(f"{stem}-{n}{target.suffix}")
@@ -148,6 +151,98 @@ class Studio:
         if not path.is_file():
             raise NotFound(f"no photo {name!r}")
         return path
+
+    CROPS_FILE = "crops.json"  # manual crops beside the photos: {photo name: [left, top, right, bottom]}
+    _crops_lock = threading.Lock()  # one crops.json read-modify-write at a time
+
+    def _edit_target(self, user: str, dataset_id: str, name: str) -> tuple[Path, Path]:
+        """(photo set folder, photo) for an edit; only a photo of this user's set qualifies (no caption or crops file)."""
+        from studio.data.curate import list_dataset_files
+
+        if not isinstance(name, str) or not name:
+            raise ValueError("pick a photo first")
+        folder = self.workspace.dataset_dir(user, dataset_id)
+        path = self.photo_path(user, dataset_id, name)
+        if path.parent != folder or name == self.CROPS_FILE or path not in list_dataset_files(folder):
+            raise NotFound(f"no photo {name!r}")
+        return folder, path
+
+    def set_caption(self, user: str, dataset_id: str, name: str, caption: str | None) -> str | None:
+        """Write `<stem>.txt` beside the photo (whitespace tidied); an empty caption removes it. Returns the caption kept."""
+        from studio.data.curate import CAPTION_SUFFIX, MAX_CAPTION_CHARS
+        from studio.paths import safe_join
+
+        folder, path = self._edit_target(user, dataset_id, name)
+        text = " ".join(str(caption or "").split())
+        if len(text) > MAX_CAPTION_CHARS:
+            raise ValueError(f"a caption holds at most {MAX_CAPTION_CHARS} characters; this one has {len(text)}")
+        try:  # training fills the caption in like the instance prompt
+            text.format(identifier="sks", class_noun="dog")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError("a caption may use {identifier} and {class_noun} in braces, and no other braces") from exc
+        target = safe_join(folder, path.with_suffix(CAPTION_SUFFIX).name)
+        if target.parent != folder:
+            raise ValueError(f"{name}: this photo's name leaves no room for a caption file; rename it")
+        if not text:
+            target.unlink(missing_ok=True)
+            return None
+        target.write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def set_crop(self, user: str, dataset_id: str, name: str, box: Sequence[float] | None) -> list[int] | None:
+        """Override the photo's training crop with `box` (left, top, right, bottom in upright pixels), checked against
+        the photo; None goes back to the automatic crop. Returns the box stored (trimmed to an exact square)."""
+        from studio.data.faces import InvalidCropBox, validate_crop_box
+        from studio.data.images import load_photo
+
+        folder, path = self._edit_target(user, dataset_id, name)
+        stored = None
+        if box is not None:
+            size = load_photo(path).size  # PhotoRejected (a ValueError) for a photo that can't be trained on anyway
+            try:
+                stored = validate_crop_box(size, list(box)).to_list()
+            except InvalidCropBox as exc:
+                raise InvalidCropBox(f"{name}: {exc}") from exc
+            except TypeError as exc:
+                raise InvalidCropBox(f"{name}: a crop box needs 4 numbers (left, top, right, bottom)") from exc
+        with self._crops_lock:
+            self._store_crop(folder, name, stored)
+        return stored
+
+    def _store_crop(self, folder: Path, name: str, box: list[int] | None) -> None:
+        crops = self.read_crops(folder)
+        if box is None:
+            crops.pop(name, None)
+        else:
+            crops[name] = box
+        target = folder / self.CROPS_FILE
+        if crops:
+            tmp = target.with_name(f".{self.CROPS_FILE}.tmp")
+            tmp.write_text(json.dumps(crops, indent=2, sort_keys=True), encoding="utf-8")
+            tmp.replace(target)
+        else:
+            target.unlink(missing_ok=True)
+
+    def crops(self, user: str, dataset_id: str) -> dict[str, list[float]]:
+        """The photo set's manual crops: {photo name: [left, top, right, bottom]}."""
+        return self.read_crops(self.workspace.dataset_dir(user, dataset_id))
+
+    @classmethod
+    def read_crops(cls, folder: Path) -> dict[str, list[float]]:
+        """`crops.json` in a folder of photos (a photo set or a CLI images folder); {} when there is none.
+        A damaged file is a ValueError naming it, so a run fails clearly instead of ignoring the crops."""
+        path = Path(folder) / cls.CROPS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{cls.CROPS_FILE} in the photo folder is not valid JSON ({exc}); fix or delete it") from exc
+        if not isinstance(data, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and len(v) == 4
+                and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in v) for k, v in data.items()):
+            raise ValueError(f"{cls.CROPS_FILE} must map photo names to [left, top, right, bottom]; fix or delete it")
+        return {k: list(v) for k, v in data.items()}
 
     # -- training ------------------------------------------------------------------
     def start_training(self, user: str, dataset_id: str, presets: Sequence[str] = (), overrides: dict[str, Any] | None = None,

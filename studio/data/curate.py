@@ -30,7 +30,7 @@ ANALYSIS_SIDE = 512  # blur/duplicate measures on a copy with this short side: i
 BLUR_THRESHOLD = 25.0
 DUPLICATE_MAX_BITS = 8  # of 64 dHash bits; unrelated photos differ in ~32
 ASPECT_OUTLIER_FACTOR = 1.6  # e.g. one 9:16 portrait among 4:3 landscapes
-IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "icon\r"}
+IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "icon\r", "crops.json"}  # crops.json: the studio's own crop overrides
 CAPTION_SUFFIX = ".txt"
 MAX_CAPTION_CHARS = 1000
 

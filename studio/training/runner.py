@@ -30,7 +30,7 @@ def run_training(studio, user: str, run_dir: Path, log: EventLog, commands: RunC
         resolution = first.resolution or comps.native_resolution
         folder = Path(meta["images_dir"]) if "images_dir" in meta else studio.workspace.dataset_dir(user, meta["dataset_id"])
         files = list_dataset_files(folder)
-        images = prepare_training_images(files, resolution, meta.get("crops") or None, first.subject_type)
+        images = prepare_training_images(files, resolution, meta.get("crops") or studio.read_crops(folder) or None, first.subject_type)
         resolved = studio.resolve(meta["presets"], meta["overrides"], num_images=len(images), user=user)
     except (ModelLoadError, ValueError, KeyError) as exc:
         send(Failed(error=str(exc), advice="check the base model and the photos, then start again"))

@@ -126,14 +126,52 @@ def is_terminal(status: str) -> bool:
 
 
 # -- curation -------------------------------------------------------------------------
-def verdict_caption(verdict: Any) -> str:
+def verdict_caption(verdict: Any, manual_crop: bool = False) -> str:
     if verdict.accepted:
         text = f"✓ {verdict.name}"
     else:
         text = f"✗ {verdict.name}: {verdict.reason}"
+    if manual_crop:
+        text += " · ✂ your crop"
+    caption = getattr(verdict, "caption", None)
+    if caption:
+        text += f" · “{caption if len(caption) <= 40 else caption[:39] + '…'}”"
     if verdict.warnings:
         text += " · ⚠ " + "; ".join(verdict.warnings)
     return text
+
+
+def photo_edits(report: Any, crops: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the "Edit a photo" group needs per accepted photo: the crop used for training (the manual one when
+    set), whether it is manual, and the caption."""
+    out = {}
+    for verdict in report.verdicts:
+        if not verdict.accepted:
+            continue
+        manual = crops.get(verdict.name)
+        box = [round(v) for v in manual] if manual else (verdict.crop_box.to_list() if verdict.crop_box else None)
+        out[verdict.name] = {"box": box, "manual": manual is not None, "caption": verdict.caption or ""}
+    return out
+
+
+def edit_choice(edits: dict[str, Any] | None, current: str | None) -> tuple[list[str], str | None]:
+    """The photo picker's choices and value: keep the current photo while it is still there."""
+    names = list(edits or {})
+    return names, (current if current in names else (names[0] if names else None))
+
+
+def crop_fields(edit: dict[str, Any] | None) -> list[int | None]:
+    """(left, top, right, bottom) for the four number inputs; blanks when the photo has no crop."""
+    box = (edit or {}).get("box")
+    return list(box) if box else [None, None, None, None]
+
+
+def crop_note(name: str, edit: dict[str, Any] | None) -> str:
+    if not edit:
+        return ""
+    box = edit.get("box")
+    where = f"{box[2] - box[0]}×{box[3] - box[1]} px at ({box[0]}, {box[1]})" if box else "none"
+    return f"`{name}` · {'your crop' if edit.get('manual') else 'automatic crop'}: {where}"
 
 
 def curation_markdown(report: Any) -> str:
