@@ -97,7 +97,7 @@ def build_app(studio, *, shared: bool = False) -> gr.Blocks:
                     elem_id="studio-header")
         with gr.Tabs():
             with gr.Tab("1 · Curate", id="curate"):
-                tab_curate.build(ctx)
+                demo_button = tab_curate.build(ctx)
             with gr.Tab("2 · Train", id="train"):
                 train = tab_train.build(ctx)
             with gr.Tab("3 · Generate", id="generate"):
@@ -106,6 +106,7 @@ def build_app(studio, *, shared: bool = False) -> gr.Blocks:
                 inpaint = tab_inpaint.build(ctx)
             with gr.Tab("5 · Runs", id="runs"):
                 runs = tab_runs.build(ctx)
+        demo_button.click(train.fill_demo, None, train.demo_outputs, api_name=False)
         loaded = demo.load(new_browser_id, [ctx.browser], [ctx.browser], api_name="hello", show_progress="hidden")
         for tab in (train, generate, inpaint, runs):
             tab.on_load(loaded)  # after the browser id is known, so a refresh re-attaches to the same user's run

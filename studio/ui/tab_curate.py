@@ -37,7 +37,7 @@ def framed(studio, user: str, dataset_id: str, name: str, box, side: int = THUMB
     return image
 
 
-def build(ctx: Ctx) -> None:
+def build(ctx: Ctx) -> gr.Button:
     studio = ctx.studio
     with gr.Row():
         with gr.Column(scale=1):
@@ -186,3 +186,4 @@ def build(ctx: Ctx) -> None:
                         api_name="curate_save_crop")
     reset_crop_btn.click(reset_crop, [ctx.browser, ctx.dataset, photo, subject, resolution], crop_outs,
                          api_name="curate_reset_crop")
+    return demo_btn  # the Train tab fills in the demo's settings when it is clicked

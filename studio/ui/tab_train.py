@@ -26,6 +26,16 @@ class TrainTab:
     run: gr.State
     timer: gr.Timer
     outputs: list
+    demo_outputs: list  # identifier, class noun, the Advanced controls, extra settings
+
+    def fill_demo(self):
+        """The demo subject's identifier, class and preset values, so one more click starts a run that works."""
+        _, presets, overrides = self.ctx.studio.demo_settings()
+        resolved = self.ctx.studio.resolve(presets, overrides, num_images=5)
+        prompts = ", ".join(f'"{p}"' for p in overrides.get("preview_prompts", []))
+        extra = f"preview_prompts = [{prompts}]" if prompts else ""
+        return (overrides["identifier"], overrides["class_noun"],
+                *views.advanced_values(resolved.config.to_dict(), {}), extra)
 
     def on_load(self, loaded) -> None:
         loaded.then(self.attach, [self.ctx.browser], [self.run, self.timer], api_name="train_attach")
@@ -196,4 +206,4 @@ def build(ctx: Ctx) -> TrainTab:
     for button, action, verb in ((pause, "pause", "pausing"), (resume, "resume", "resumed"), (stop, "stop", "stopping"),
                                  (sample, "sample_now", "a preview will be drawn at the next step")):
         button.click(control(action, verb), [ctx.browser, run], status, api_name=f"train_{action}")
-    return TrainTab(ctx, run, timer, live)
+    return TrainTab(ctx, run, timer, live, [identifier, class_noun, *adv.values(), extra])

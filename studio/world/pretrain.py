@@ -212,7 +212,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, scenes, scaling, arg
         ema, start = state["ema"], state["step"]
     mean, std = latents
     bar = tqdm(range(start, args.steps), desc="unet", initial=start, total=args.steps, mininterval=5)
-    step = start
+    steps_done = start
     for step in bar:
         rng = random.Random(args.seed * 1_000_003 + step)
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -235,7 +235,8 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, scenes, scaling, arg
             for e, p in zip(ema, params):
                 e.lerp_(p.detach(), 1 - decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        done = step + 1 == args.steps or time.time() > deadline
+        steps_done = step + 1
+        done = steps_done == args.steps or time.time() > deadline
         if (step + 1) % 500 == 0 or done:
             save_atomic({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                          "opt": opt.state_dict(), "ema": ema, "step": step + 1}, state_path)
@@ -244,7 +245,7 @@ def train_diffusion(unet, text_encoder, tokenizer, latents, scenes, scaling, arg
     with torch.no_grad():  # export the EMA weights
         for e, p in zip(ema, params):
             p.copy_(e)
-    return step + 1
+    return steps_done
 
 
 def main() -> None:
