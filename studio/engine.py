@@ -55,9 +55,12 @@ class Studio:
         self.shared = shared
         self.allow_pickle = allow_pickle and not shared  # a Space never unpickles
         self.base_config = base_config
-        self.model_roots = [ASSETS_DIR, *map(Path, model_roots)] if shared else None
         self.device = device
-        self.base_model = self.source(base_model)
+        # The operator's base model is trusted (it comes from the command line, not a visitor); on a shared
+        # Space, visitors may only name models inside the assets folder, the operator's model and `model_roots`.
+        self.base_model = resolve_source(base_model, config_dir=base_config, allow_pickle=self.allow_pickle)
+        own = [Path(self.base_model.location).parent] if self.base_model.kind in ("folder", "single_file") else []
+        self.model_roots = [ASSETS_DIR, *own, *map(Path, model_roots)] if shared else None
         self.jobs = JobQueue()
         self._cache = None
         self._cache_lock = threading.Lock()
@@ -65,7 +68,7 @@ class Studio:
 
     # -- base models -----------------------------------------------------------
     def source(self, spec: str | None = None) -> ModelSource:
-        if spec is None and getattr(self, "base_model", None) is not None:
+        if spec is None:
             return self.base_model
         return resolve_source(spec, config_dir=self.base_config, allow_pickle=self.allow_pickle, allowed_roots=self.model_roots)
 
