@@ -111,6 +111,9 @@ class Studio:
             dataset_id, folder = self.workspace.new_dataset(user)
         else:
             folder = self.workspace.dataset_dir(user, dataset_id)
+        plain = [f for f in files if Path(f).suffix.lower() != ".zip"]
+        if len(list(folder.iterdir())) + len(plain) > max_files:
+            raise ValueError(f"a photo set holds at most {max_files} files; upload fewer or start a new set")
         for item in files:
             path = Path(item)
             if path.suffix.lower() == ".zip":
@@ -125,8 +128,6 @@ class Studio:
                 target = target.with_name(f"{stem}-{n}{target.suffix}")
                 n += 1
             shutil.copyfile(path, target)
-        if len(list(folder.iterdir())) > max_files:
-            raise ValueError(f"a photo set holds at most {max_files} files; remove some")
         return dataset_id
 
     def add_demo_photos(self, user: str) -> str:
