@@ -2,9 +2,11 @@
 
     python -m studio.world.pretrain --out assets/builtin-model [--resume] [--minutes M] [--seed 0]
 
-Stages: render a fixed dataset -> train a small VAE -> cache latents ->
+Stages: render a fixed dataset -> train a small VAE (a quarter of each batch
+recoloured) -> cache latents -> fine-tune the decoder alone on two-tone clip-art ->
 train text encoder + UNet jointly (epsilon prediction, caption dropout for
-classifier-free guidance) -> export a standard diffusers folder.
+classifier-free guidance, EMA) -> export a standard diffusers folder.
+--minutes caps the wall time: a stage cut short is continued by --resume.
 Every batch is drawn from an RNG seeded by (seed, step), so a resumed run
 continues exactly as an uninterrupted one would. Training state lives in
 --work (default .cache/pretrain/), which is not meant to be committed.
@@ -18,7 +20,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import copy
 import json
 import math
 import random
@@ -253,7 +254,7 @@ def main() -> None:
     ap.add_argument("--out", default="assets/builtin-model")
     ap.add_argument("--work", default=".cache/pretrain")
     ap.add_argument("--resume", action="store_true", help="continue from the training state in --work")
-    ap.add_argument("--minutes", type=float, default=43.0, help="wall-time cap; stops early and exports")
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time cap; stops early and exports")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", type=int, default=16000)
     ap.add_argument("--vae-steps", type=int, default=2200)
@@ -311,6 +312,7 @@ def main() -> None:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(args.out, safe_serialization=True)
+    write_tokenizer(Path(args.out) / "tokenizer")  # transformers 5 saves only tokenizer.json; add CLIP's vocab.json + merges.txt
     (Path(args.out) / "pretrain_info.json").write_text(json.dumps(info, indent=2))
     print(f"exported {args.out}: {steps_done} diffusion steps, {info['wall_s'] / 60:.1f} min wall")
 
