@@ -86,6 +86,18 @@ class Studio:
                 self._tokenizers[source.label] = load_components(source).tokenizers[0]
         return self._tokenizers[source.label]
 
+    def native_resolution(self) -> int:
+        """The base model's training size, read from its configs without loading it (512 / 1024 when unknown)."""
+        source = self.base_model
+        if source.kind in ("builtin", "folder"):
+            try:
+                unet = json.loads((Path(source.location) / "unet" / "config.json").read_text())
+                vae = json.loads((Path(source.location) / "vae" / "config.json").read_text())
+                return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+            except (OSError, KeyError, ValueError):
+                pass
+        return 1024 if source.family == "sdxl" else 512
+
     # -- presets and identifiers ---------------------------------------------------
     def presets(self, user: str = LOCAL_USER) -> dict[str, Preset]:
         return list_presets(self.workspace.presets_dir(user))

@@ -43,7 +43,7 @@ def main() -> None:
                 page.get_by_text("Advanced").click()
                 time.sleep(1)
                 page.locator("#train-start").click()
-                page.locator("#train-status").get_by_text("finished").wait_for(timeout=900_000)
+                page.locator("#train-status").get_by_text("finished in").wait_for(timeout=900_000)
                 time.sleep(3)
                 page.screenshot(path=str(args.out / "train.png"))
                 page.get_by_role("tab", name="3 · Generate").click()

@@ -46,7 +46,7 @@ def build(ctx: Ctx) -> gr.Button:
                 demo_btn = gr.Button("Try the demo subject", elem_id="demo-btn")
                 clear_btn = gr.Button("New photo set", variant="secondary")
             subject = gr.Radio(["object", "face", "style"], value="object", label="Subject type", elem_id="curate-subject")
-            resolution = gr.Number(512, label="Training resolution (px)", precision=0, minimum=32, maximum=2048)
+            resolution = gr.Number(studio.native_resolution(), label="Training resolution (px)", precision=0, minimum=32, maximum=2048)
             recheck = gr.Button("Check again")
         with gr.Column(scale=2):
             summary = gr.Markdown("Upload 3-20 photos of your subject: different angles, backgrounds and light.",
