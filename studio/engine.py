@@ -18,7 +18,7 @@ from studio.config import Preset, ResolvedConfig, list_presets, resolve_config
 from studio.events import EventLog, Event, read_events
 from studio.jobs import Job, JobQueue
 from studio.models.sources import ASSETS_DIR, ModelSource, resolve_source
-from studio.workspace import LOCAL_USER, NotFound, Workspace, default_root, check_id
+from studio.workspace import LOCAL_USER, NotFound, Workspace, default_root
 
 DEMO_DIR = ASSETS_DIR / "demo-subject"
 

@@ -65,7 +65,7 @@ def _run_ref(studio, run_dir: Path, step: str, key: str) -> ModelRef:
             return ModelRef(key, f"{run_id}", base, full_model_dir=output / "model")
         raise NotFound(f"run {run_id} has no finished model yet; pick a checkpoint")
     if not step.isdigit():
-        raise NotFound(f"unknown model {model_id!r}")
+        raise NotFound(f"unknown checkpoint step {step!r} in run {run_id}")
     folder = run_dir / "checkpoints" / f"step-{int(step):06d}"
     if not (folder / "state.json").exists():
         raise NotFound(f"run {run_id} has no checkpoint at step {step}")
