@@ -60,6 +60,9 @@ def test_users_cannot_reach_each_others_runs_photos_or_models(studio, photos):
                     lambda: studio.generate("bob", "/etc/passwd", DrawSettings("x", steps=1))):
         with pytest.raises((NotFound, ValueError)):
             attempt()
+    for bad in (f"run:{run_id}@abc", f"run:{run_id}@999", "run:../../x"):
+        with pytest.raises(NotFound):
+            studio.generate("alice", bad, DrawSettings("a photo of sks dog", steps=1))
     assert [m.id for m in studio.models("bob")] == ["base"]
     assert f"run:{run_id}" in [m.id for m in studio.models("alice")]
     assert studio.runs("bob") == []
