@@ -93,22 +93,9 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def photos_dir(tmp: Path, count: int = 5, size: int = 64) -> Path:
-    """The demo subject's pictures if present; otherwise distinct synthetic photos (as tests/conftest.py draws)."""
-    found = sorted(DEMO.glob("*.png"))
-    if found:
-        return DEMO
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp / "photos"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        rng = np.random.default_rng(i)
-        pixels = (rng.random((size, size, 3)) * 80).astype("uint8")
-        pixels[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = [(200, 40, 40), (40, 200, 40), (40, 40, 200)][i % 3]
-        Image.fromarray(pixels).save(folder / f"photo{i}.png")
-    return folder
+def photos_dir() -> Path:
+    """The demo subject's shipped pictures: every benchmark trains on the same five photos."""
+    return DEMO
 
 
 def base_model(spec: str | None, tmp: Path) -> tuple[str, str]:

@@ -139,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = common.temp_root("train-step")
     model, described = common.base_model(args.base_model, tmp)
-    photos = common.photos_dir(tmp)
+    photos = common.photos_dir()
 
     from PIL import Image
 

@@ -82,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = common.temp_root("ui")
     model, described = common.base_model(args.base_model, tmp)
-    photos = common.photos_dir(tmp)
+    photos = common.photos_dir()
 
     from studio.engine import Studio
 

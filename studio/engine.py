@@ -344,8 +344,8 @@ class Studio:
         job = self.jobs.get(run_id)
         if job is not None and job.owner == user:
             return job.log.since(cursor)
-        events = read_events(self.workspace.run_dir(user, run_id) / "events.jsonl") if (
-            self.workspace.run_dir(user, run_id) / "events.jsonl").exists() else []
+        path = self.workspace.run_dir(user, run_id) / "events.jsonl"
+        events = read_events(path) if path.exists() else []
         return events[cursor:], len(events)
 
     def run_state(self, user: str, run_id: str) -> RunState:
