@@ -56,20 +56,20 @@ class PipelineCache:
         self._models: OrderedDict[str, Components] = OrderedDict()
         self._adapters: dict[str, set[str]] = {}
 
-    def components(self, ref: ModelRef) -> Components:
-        """Components with `ref`'s weights active. Call with `self.lock` held."""
+    def _components(self, ref: ModelRef) -> Components:
         if ref.full_model_dir is not None:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
             return self._load(ref.key, lambda: self._with_unet_state(ref))
-        comps = self._load(_base_key(ref.base), lambda: load_components(ref.base))
-        self._activate_lora(comps, ref)
-        return comps
+        return self._load(_base_key(ref.base), lambda: load_components(ref.base))
 
     def pipeline(self, ref: ModelRef, scheduler: str = "default", kind: str = "txt2img"):
-        comps = self.components(ref)
+        """A pipeline drawing with `ref`'s weights (its LoRA active, others off). Call with `self.lock` held."""
+        comps = self._components(ref)
         pipe = comps.family.build_pipeline(comps, make_scheduler(scheduler, comps.scheduler_config), kind)
         pipe.set_progress_bar_config(disable=True)
+        if ref.full_model_dir is None and ref.unet_state_file is None:
+            self._activate_lora(pipe, ref)
         return pipe
 
     def _load(self, key: str, loader) -> Components:
@@ -99,8 +99,8 @@ class PipelineCache:
                 encoder.load_state_dict(part, strict=False)
         return base
 
-    def _activate_lora(self, comps: Components, ref: ModelRef) -> None:
-        pipe = comps.family.build_pipeline(comps, make_scheduler("default", comps.scheduler_config))
+    def _activate_lora(self, pipe, ref: ModelRef) -> None:
+        """Adapters live in the shared UNet: switch to `ref`'s one (loading it once), or turn them all off."""
         loaded = self._adapters.setdefault(_base_key(ref.base), set())
         if ref.lora_file is None:
             if loaded:
