@@ -144,15 +144,16 @@ class Studio:
 
     def add_demo_photos(self, user: str) -> str:
         """The built-in demo subject's training pictures, as a new photo set."""
-        return self.add_photos(user, sorted(DEMO_DIR.glob("*.png")))
+        return self.add_photos(user, sorted(p for p in DEMO_DIR.iterdir() if p.suffix in {".png", ".txt"}))  # + captions
 
     def demo_settings(self) -> tuple[Path, list[str], dict[str, Any]]:
         """The built-in demo subject: its pictures, preset and the settings that go with them."""
         from studio.world import demo
 
         overrides = {"identifier": demo.DEMO_IDENTIFIER, "class_noun": demo.DEMO_CLASS,
-                     "preview_prompts": [demo.instance_prompt("{identifier}"), f"a photo of {{identifier}} {demo.DEMO_CLASS} on a green background"]}
-        return DEMO_DIR, ["demo-lora"], overrides
+                     "preview_prompts": [demo.instance_prompt("{identifier}"),
+                                         f"a photo of a small {{identifier}} {demo.DEMO_CLASS} on a pink background"]}
+        return DEMO_DIR, ["demo-full"], overrides
 
     def curate(self, user: str, dataset_id: str, subject_type: str = "object", resolution: int = 512):
         from studio.data.curate import curate, list_dataset_files

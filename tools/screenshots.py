@@ -1,6 +1,6 @@
 """README screenshots: the real app on the built-in model with the demo subject, driven in Debian's chromium.
 
-    python -m tools.screenshots [--steps 60] [--out assets/screenshots]
+    python -m tools.screenshots [--steps 600] [--out assets/screenshots]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=600, help="the demo-full recipe's steps")
     parser.add_argument("--out", type=Path, default=Path("assets/screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def main() -> None:
                 time.sleep(3)
                 page.screenshot(path=str(args.out / "train.png"))
                 page.get_by_role("tab", name="3 · Generate").click()
-                page.locator("#gen-prompt textarea").fill("a photo of sks star on a green background")
+                page.locator("#gen-prompt textarea").fill("a photo of sks star on a black background")
                 page.locator("#gen-go").click()
                 page.locator("#gen-gallery img").first.wait_for(timeout=120_000)
                 time.sleep(2)

@@ -8,6 +8,7 @@ must never be active in another's.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,7 +46,13 @@ def make_scheduler(name: str, config: dict):
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; use one of: {', '.join(SCHEDULERS)}")
     class_name = SCHEDULERS[name] or config.get("_class_name", "DDIMScheduler")
-    return getattr(diffusers, class_name).from_config(config)
+    scheduler_class = getattr(diffusers, class_name)
+    overrides = {}
+    if "clip_sample" in inspect.signature(scheduler_class.__init__).parameters:
+        # Latents are not bounded to [-1, 1]: DDIM/DDPM clip x0 there by default and turn the picture into
+        # noise when the base's own config (e.g. a DPM++ one) does not switch it off, as SD 1.x configs do.
+        overrides["clip_sample"] = False
+    return scheduler_class.from_config(config, **overrides)
 
 
 class PipelineCache:

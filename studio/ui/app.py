@@ -100,13 +100,16 @@ def build_app(studio, *, shared: bool = False) -> gr.Blocks:
                 demo_button = tab_curate.build(ctx)
             with gr.Tab("2 · Train", id="train"):
                 train = tab_train.build(ctx)
-            with gr.Tab("3 · Generate", id="generate"):
+            with gr.Tab("3 · Generate", id="generate") as generate_tab:
                 generate = tab_generate.build(ctx)
-            with gr.Tab("4 · Inpaint", id="inpaint"):
+            with gr.Tab("4 · Inpaint", id="inpaint") as inpaint_tab:
                 inpaint = tab_inpaint.build(ctx)
             with gr.Tab("5 · Runs", id="runs"):
                 runs = tab_runs.build(ctx)
         demo_button.click(train.fill_demo, None, train.demo_outputs, api_name=False)
+        for opened, dropdown in ((generate_tab, generate.model), (inpaint_tab, inpaint.model)):
+            opened.select(tab_generate.on_tab_select(ctx), [ctx.browser, dropdown], [dropdown], api_name=False,
+                          show_progress="hidden")
         loaded = demo.load(new_browser_id, [ctx.browser], [ctx.browser], api_name="hello", show_progress="hidden")
         for tab in (train, generate, inpaint, runs):
             tab.on_load(loaded)  # after the browser id is known, so a refresh re-attaches to the same user's run

@@ -33,6 +33,22 @@ def refresh_models(ctx: Ctx, browser_id, request: gr.Request, multiselect: bool 
     return gr.Dropdown(choices=choices, value=value)
 
 
+def on_tab_select(ctx: Ctx):
+    """A handler (browser id, current model) -> the model dropdown with this user's models as they are now.
+
+    A run finished on the Train tab is what the user comes here to try: the default "base" gives way to the newest
+    model; a model the user picked stays picked while it exists."""
+
+    @friendly()
+    def select(browser_id, current, request: gr.Request):
+        dropdown = refresh_models(ctx, browser_id, request)
+        if current != "base" and current in [value for _, value in dropdown.choices]:
+            return gr.Dropdown(choices=dropdown.choices, value=current)
+        return dropdown
+
+    return select
+
+
 def models_loader(ctx: Ctx, multiselect: bool = False):
     """A handler (browser id, request) -> the model dropdown, refreshed."""
 

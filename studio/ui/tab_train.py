@@ -26,7 +26,7 @@ class TrainTab:
     run: gr.State
     timer: gr.Timer
     outputs: list
-    demo_outputs: list  # identifier, class noun, the Advanced controls, extra settings
+    demo_outputs: list  # method, identifier, class noun, the Advanced controls, extra settings
 
     def fill_demo(self):
         """The demo subject's identifier, class and preset values, so one more click starts a run that works."""
@@ -34,7 +34,8 @@ class TrainTab:
         resolved = self.ctx.studio.resolve(presets, overrides, num_images=5)
         prompts = ", ".join(f'"{p}"' for p in overrides.get("preview_prompts", []))
         extra = f"preview_prompts = [{prompts}]" if prompts else ""
-        return (overrides["identifier"], overrides["class_noun"],
+        method = METHODS[1] if resolved.config.method == "full" else METHODS[0]
+        return (method, overrides["identifier"], overrides["class_noun"],
                 *views.advanced_values(resolved.config.to_dict(), {}), extra)
 
     def on_load(self, loaded) -> None:
@@ -192,7 +193,8 @@ def build(ctx: Ctx) -> TrainTab:
             return f"**Run `{current['run_id']}`: {verb}**"
         return handler
 
-    gr.on([subject.change, method.change], fill, [ctx.browser, subject, method, class_noun], [*adv.values(), class_noun],
+    # method.input, not .change: the demo button sets the method with its own values, which a refill would undo
+    gr.on([subject.change, method.input], fill, [ctx.browser, subject, method, class_noun], [*adv.values(), class_noun],
           api_name="train_fill").then(explain, [ctx.browser, ctx.photo_count, *setting_inputs], config_md, api_name=False)
     gr.on([identifier.change, class_noun.change], check, [identifier, class_noun], id_report, api_name="train_check",
           trigger_mode="always_last")
@@ -206,4 +208,4 @@ def build(ctx: Ctx) -> TrainTab:
     for button, action, verb in ((pause, "pause", "pausing"), (resume, "resume", "resumed"), (stop, "stop", "stopping"),
                                  (sample, "sample_now", "a preview will be drawn at the next step")):
         button.click(control(action, verb), [ctx.browser, run], status, api_name=f"train_{action}")
-    return TrainTab(ctx, run, timer, live, [identifier, class_noun, *adv.values(), extra])
+    return TrainTab(ctx, run, timer, live, [method, identifier, class_noun, *adv.values(), extra])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.world.render import BACKGROUNDS, POSITIONS, Scene, caption, render
+from studio.world.render import BACKGROUNDS, Scene, caption, render
 
 DEMO_CLASS = "star"
 DEMO_COLOUR = "red"
@@ -34,14 +34,28 @@ def class_prompt() -> str:
     return f"a photo of a {DEMO_CLASS}"
 
 
+def subject_caption(scene: Scene, identifier: str = "{identifier}") -> str:
+    """What a view shows besides the subject, DreamBooth-captioned: "a photo of sks star on the left, on a gray
+    background". Size is said only when it is not the subject's usual (large) one.
+
+    The built-in model is tiny: given a prompt that leaves the background open, a fine-tune averages the five
+    training backgrounds into grey mush instead of picking one (measured: ~0 % subject fidelity on "a photo of sks
+    star", 95 % on the same run with a background named). Captions that name what varies between the photos leave
+    the identifier to carry only what is constant: the subject.
+    """
+    return caption(scene, identifier, size=scene.size != "large", position=True)
+
+
 def write_demo_subject(folder: str | Path, resolution: int = 64) -> list[Path]:
-    """Render the five training images of the subject into `folder` (00.png ... 04.png)."""
+    """Render the five training images of the subject into `folder` (00.png ... 04.png), each with its caption
+    (00.txt ...; `{identifier}` is replaced by the run's identifier)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, view in enumerate(TRAINING_VIEWS):
         path = folder / f"{i:02d}.png"
         render(demo_scene(*view), TRAINING_SEED + i, resolution).save(path)
+        path.with_suffix(".txt").write_text(subject_caption(demo_scene(*view)) + "\n")
         paths.append(path)
     return paths
 
@@ -53,27 +67,36 @@ class PromptCheck:
     expect: dict = field(default_factory=dict)
 
 
+SUBJECT = {"cls": DEMO_CLASS, "colour": DEMO_COLOUR, "marking": True}
+
+# Recontextualisation: what the base model follows (background 100 %, colour 100 %, size) in combinations no training
+# photo shows. Positions are left out: the base model itself follows position words at chance level (3 of 20
+# generations), so no fine-tune could be judged on them.
+NEW_CONTEXTS = (("white", "small", None), ("gray", "small", None), ("black", "small", None), ("pink", "small", None),
+                ("white", "large", "blue"), ("black", "large", "yellow"), ("pink", "large", "green"),
+                ("gray", "large", "purple"))
+
+
 def subject_fidelity_prompts(identifier: str = DEMO_IDENTIFIER) -> list[PromptCheck]:
-    """Plain subject prompts: the generation must be the subject (class, colour, marking)."""
-    subject = {"cls": DEMO_CLASS, "colour": DEMO_COLOUR, "marking": True}
-    return [PromptCheck(instance_prompt(identifier), subject),
-            PromptCheck(f"a {identifier} {DEMO_CLASS}", subject),
-            PromptCheck(f"{identifier} {DEMO_CLASS}", subject)]
+    """The subject on each background (the paper scores subject fidelity over its prompt set, contexts included):
+    the generation must be the subject (class, colour, marking)."""
+    return [PromptCheck(caption(demo_scene(background=bg), identifier), SUBJECT) for bg in BACKGROUNDS]
+
+
+def plain_subject_prompts(identifier: str = DEMO_IDENTIFIER) -> list[PromptCheck]:
+    """The bare identifier, nothing else said; reported on its own (the tiny model's known weak spot)."""
+    return [PromptCheck(instance_prompt(identifier), SUBJECT), PromptCheck(f"a {identifier} {DEMO_CLASS}", SUBJECT)]
 
 
 def prompt_fidelity_prompts(identifier: str = DEMO_IDENTIFIER) -> list[PromptCheck]:
-    """Recontextualised subject prompts: the subject plus the requested context."""
+    """Recontextualised subject prompts: a size or a colour (the paper's "property modification") on a background
+    the training photos never paired it with. The generation must honour the context and keep the marking."""
     checks = []
-    for bg in BACKGROUNDS:
-        scene = demo_scene(background=bg)
-        checks.append(PromptCheck(caption(scene, identifier), {"cls": DEMO_CLASS, "marking": True, "background": bg}))
-    for pos in POSITIONS[1:]:
-        scene = demo_scene(position=pos)
-        checks.append(PromptCheck(caption(scene, identifier, background=False, position=True),
-                                  {"cls": DEMO_CLASS, "marking": True, "position": pos}))
-    scene = demo_scene(size="small")
-    checks.append(PromptCheck(caption(scene, identifier, background=False, size=True),
-                              {"cls": DEMO_CLASS, "marking": True, "size": "small"}))
+    for background, size, colour in NEW_CONTEXTS:
+        noun = f"a small {identifier} {DEMO_CLASS}" if size == "small" else f"a {colour} {identifier} {DEMO_CLASS}"
+        expect = {"cls": DEMO_CLASS, "marking": True, "background": background}
+        expect.update({"size": "small"} if size == "small" else {"colour": colour})
+        checks.append(PromptCheck(f"a photo of {noun} on a {background} background", expect))
     return checks
 
 
@@ -93,4 +116,4 @@ def check_passes(verdict, check: PromptCheck) -> bool:
 
 if __name__ == "__main__":
     for p in write_demo_subject("assets/demo-subject"):
-        print(p)
+        print(p, "|", p.with_suffix(".txt").read_text().strip())

@@ -2,8 +2,8 @@
 
     python -m studio.world.pretrain --out assets/builtin-model [--resume] [--minutes M] [--seed 0]
 
-Stages: render a fixed dataset -> train a small VAE (a quarter of each batch
-recoloured) -> cache latents -> fine-tune the decoder alone on two-tone clip-art ->
+Stages: render a fixed dataset -> train a small, near-deterministic VAE on world
+scenes, recoloured scenes and two-tone clip-art -> cache latents ->
 train text encoder + UNet jointly (epsilon prediction, caption dropout for
 classifier-free guidance, EMA) -> export a standard diffusers folder.
 --minutes caps the wall time: a stage cut short is continued by --resume.
@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -33,7 +34,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler,
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from studio.world.render import CLASSES, random_caption, render, sample_scene, shape_mask
+from studio.world.render import BACKGROUNDS, CLASSES, COLOURS, random_caption, render, sample_scene, shape_mask
 from studio.world.tokenizer import write_tokenizer
 
 RES = 64
@@ -44,6 +45,9 @@ CAPTION_DROPOUT = 0.1
 # the mean of the 16x16 latent; without it SD's schedule leaks the mean of the initial
 # noise into the result and the background colour ignores the prompt.
 OFFSET_NOISE = 0.1
+LATENT_NOISE = 0.02  # the VAE posterior's fixed std (see train_vae)
+VAE_CROP = 32  # the VAE trains on random crops: all convolutions, 4x the images per second
+VAE_LR = 2e-3
 
 
 def make_vae() -> AutoencoderKL:
@@ -109,24 +113,42 @@ def recolour(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def train_vae(vae, images, args, work: Path, deadline: float) -> None:
+    """Train the VAE as a near-deterministic autoencoder on a mix of world scenes (half
+    of them recoloured) and two-tone clip-art, then fix its posterior std to LATENT_NOISE.
+
+    Choices measured on this machine (judge agreement on reconstructed world scenes
+    after ~400 steps): 64 px batches of 16 at lr 1e-3 gave 35-41 %, 32 px crops
+    (fully convolutional, so 4x the images per second) in batches of 48 at lr 2e-3
+    gave 85 %, and the demo subject's stripe survived. Near-deterministic because
+    with a learned std and SD's tiny KL weight, a small VAE on a short budget keeps
+    std ~0.6 against a latent spread of ~0.8, so the UNet's latents are mostly noise.
+    The anchor loss puts each 4x4 patch's mean colour in latent channels 0-2 (SD's
+    latents are close to that too): the decoder then only has to learn edges."""
     state_path = work / "vae_state.pt"
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
     start = 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         start = state["step"]
     bar = tqdm(range(start, args.vae_steps), desc="vae", initial=start, total=args.vae_steps, mininterval=5)
+    n_world = args.vae_batch * 3 // 4
     for step in bar:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x = to_tensor(images[torch.randint(len(images), (args.vae_batch,), generator=g).numpy()])
-        x = torch.cat([x[: 3 * len(x) // 4], recolour(x[3 * len(x) // 4:], g)])  # a quarter recoloured
+        world = to_tensor(images[torch.randint(len(images), (n_world,), generator=g).numpy()])
+        half = n_world // 2
+        x = torch.cat([world[:half], recolour(world[half:], g),
+                       to_tensor(two_tone_images(args.vae_batch - n_world, args.seed * 1_000_003 + step))])
+        top, left = (4 * torch.randint((RES - VAE_CROP) // 4 + 1, (2,), generator=g)).tolist()
+        x = x[:, :, top:top + VAE_CROP, left:left + VAE_CROP]
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.vae_steps, 1e-3, warmup=50)
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
-        rec = vae.decode(z).sample
-        loss = F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+            group["lr"] = lr_at(step, args.vae_steps, VAE_LR, warmup=50)
+        mean = vae.encode(x).latent_dist.mean
+        rec = vae.decode(mean + LATENT_NOISE * torch.randn(mean.shape, generator=g)).sample
+        # L1 beside MSE keeps edges and thin bands sharp; the tiny L2 on the latents
+        # stops their scale from drifting (the KL term's only job here).
+        loss = (F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * mean.pow(2).mean()
+                + F.mse_loss(mean[:, :3], F.avg_pool2d(x, 4)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -135,14 +157,33 @@ def train_vae(vae, images, args, work: Path, deadline: float) -> None:
             save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, state_path)
         if time.time() > deadline:
             break
+    fix_posterior_std(vae, LATENT_NOISE)
+
+
+@torch.no_grad()
+def fix_posterior_std(vae: AutoencoderKL, std: float) -> None:
+    """Make the exported posterior's std exactly the noise the decoder was trained with:
+    the log-variance half of quant_conv becomes the constant log(std^2)."""
+    channels = vae.config.latent_channels
+    vae.quant_conv.weight[channels:] = 0
+    vae.quant_conv.bias[channels:] = 2 * math.log(std)
+
+
+def clip_art_palette() -> np.ndarray:
+    """Every world colour (objects and backgrounds) with its channels permuted and/or
+    inverted: ~130 saturated and neutral colours well beyond the world's own eleven."""
+    base = np.array(list(COLOURS.values()) + list(BACKGROUNDS.values()), np.float32)
+    variants = [c[list(perm)] for c in base for perm in itertools.permutations(range(3))]
+    return np.unique(np.array(variants + [255 - v for v in variants]), axis=0)
 
 
 def two_tone_images(n: int, seed: int) -> np.ndarray:
-    """Generic clip-art: a world silhouette in a random RGB colour, crossed by a band of
-    another random colour (random orientation, place and width), on a random ground.
-    The world itself has no two-coloured objects, so without these the decoder smears
-    any DreamBooth subject with a pattern. Only the decoder sees them."""
+    """Generic clip-art: a world silhouette crossed by a band of a second colour (random
+    orientation, place and width) on a flat ground, colours drawn from clip_art_palette.
+    The world itself has no two-coloured objects, so without these the VAE smears
+    any DreamBooth subject with a pattern. Only the VAE sees them."""
     rng = np.random.default_rng(seed)
+    palette = clip_art_palette()
     side = RES * 2
     out = np.empty((n, RES, RES, 3), np.uint8)
     for k in range(n):
@@ -150,44 +191,17 @@ def two_tone_images(n: int, seed: int) -> np.ndarray:
         cx, cy = rng.uniform(r, side - r, 2)
         shape = np.asarray(shape_mask(str(rng.choice(CLASSES)), cx, cy, r, side), np.float32)[..., None] / 255
         band = np.zeros((side, side, 1), np.float32)
-        lo = int(rng.uniform(-0.6, 0.3) * r)
-        band[int(cy) + lo:int(cy) + lo + int(rng.uniform(0.2, 0.7) * r)] = 1
-        if rng.random() < 0.5:
+        vertical = rng.random() < 0.5
+        lo = int((cx if vertical else cy) + rng.uniform(-0.6, 0.3) * r)
+        band[lo:lo + int(rng.uniform(0.2, 0.7) * r)] = 1
+        if vertical:
             band = band.transpose(1, 0, 2)
-        img = np.broadcast_to(rng.integers(0, 256, 3).astype(np.float32), (side, side, 3))
-        img = img * (1 - shape) + rng.integers(0, 256, 3) * shape
-        img = img * (1 - band * shape) + rng.integers(0, 256, 3) * band * shape
-        out[k] = img.reshape(RES, 2, RES, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+        ground, body, stripe = palette[rng.choice(len(palette), 3, replace=False)] + rng.uniform(-8, 8, (3, 3))
+        img = np.broadcast_to(ground, (side, side, 3))
+        img = img * (1 - shape) + body * shape
+        img = img * (1 - band * shape) + stripe * band * shape
+        out[k] = np.clip(img.reshape(RES, 2, RES, 2, 3).mean(axis=(1, 3)), 0, 255).round().astype(np.uint8)
     return out
-
-
-def tune_decoder(vae, images, args, work: Path) -> None:
-    """Fine-tune the decoder alone (the encoder, hence the cached latents, stay fixed)
-    on world images plus two-tone clip-art."""
-    state_path = work / "decoder_state.pt"
-    opt = torch.optim.AdamW(vae.decoder.parameters(), lr=5e-4, weight_decay=0.0)
-    start = 0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        vae.decoder.load_state_dict(state["decoder"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-    bar = tqdm(range(start, args.decoder_steps), desc="decoder", initial=start, total=args.decoder_steps, mininterval=5)
-    for step in bar:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + 7_000_000 + step)
-        world = images[torch.randint(len(images), (args.vae_batch // 2,), generator=g).numpy()]
-        x = to_tensor(np.concatenate([world, two_tone_images(args.vae_batch // 2, args.seed * 1_000_003 + step)]))
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.decoder_steps, 5e-4, warmup=50)
-        with torch.no_grad():
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
-        loss = F.mse_loss(vae.decode(z).sample, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % 250 == 0 or step + 1 == args.decoder_steps:
-            save_atomic({"decoder": vae.decoder.state_dict(), "opt": opt.state_dict(), "step": step + 1}, state_path)
 
 
 @torch.no_grad()
@@ -254,13 +268,12 @@ def main() -> None:
     ap.add_argument("--out", default="assets/builtin-model")
     ap.add_argument("--work", default=".cache/pretrain")
     ap.add_argument("--resume", action="store_true", help="continue from the training state in --work")
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time cap; stops early and exports")
+    ap.add_argument("--minutes", type=float, default=75.0, help="wall-time cap; stops early and exports")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", type=int, default=16000)
-    ap.add_argument("--vae-steps", type=int, default=2200)
-    ap.add_argument("--vae-batch", type=int, default=16)
-    ap.add_argument("--decoder-steps", type=int, default=1500)
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-batch", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     args = ap.parse_args()
@@ -298,9 +311,6 @@ def main() -> None:
     scaling = float(1 / mean.std())
     vae.register_to_config(scaling_factor=scaling)
 
-    vae.decoder.requires_grad_(True)
-    tune_decoder(vae, images, args, work)
-    vae.requires_grad_(False)
     steps_done = train_diffusion(unet, text_encoder, tokenizer, (mean, std), scenes, scaling, args, work, deadline)
     info["wall_s"] += time.time() - t0
     info.update(steps=steps_done, planned_steps=args.steps, vae_steps=args.vae_steps, images=args.images,

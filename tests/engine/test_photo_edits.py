@@ -59,6 +59,13 @@ def test_caption_is_written_beside_the_photo_and_read_back(studio: Studio, photo
     assert studio.set_caption("alice", photo_set, "two.png", "{identifier} {class_noun}") == "{identifier} {class_noun}"
 
 
+def test_the_demo_photo_set_comes_with_its_captions(studio: Studio) -> None:
+    dataset = studio.add_demo_photos("alice")
+    verdicts = studio.curate("alice", dataset, resolution=64).verdicts
+    assert [v.name for v in verdicts] == [f"0{i}.png" for i in range(5)]
+    assert all(v.accepted and "{identifier} star" in v.caption for v in verdicts), [(v.name, v.caption) for v in verdicts]
+
+
 def test_crop_is_stored_reset_and_checked(studio: Studio, photo_set: str) -> None:
     assert studio.crops("alice", photo_set) == {}
     assert studio.set_crop("alice", photo_set, "two.png", [0, 0, 64, 65]) == [0, 0, 64, 64]  # trimmed to a square

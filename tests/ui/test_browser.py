@@ -62,6 +62,9 @@ def test_page_flow(tmp_path):
 
             # 3 Generate with the trained model
             page.get_by_role("tab", name="3 · Generate").click()
+            # the run just trained is what the user comes to try: it replaces the default base model
+            page.wait_for_function("() => !document.querySelector('#gen-model input').value.startsWith('base model')",
+                                   timeout=20_000)
             page.locator("#gen-go").click()
             page.locator("#gen-gallery img").first.wait_for(timeout=60_000)
             page.screenshot(path=str(SHOTS / "3-generate.png"), full_page=True)
@@ -94,6 +97,35 @@ def test_page_flow(tmp_path):
             time.sleep(2)
             page.screenshot(path=str(SHOTS / "5-runs.png"), full_page=True)
             assert "safetensors" in page.locator("#runs-downloads").inner_text()
+            browser.close()
+    finally:
+        demo.close()
+
+
+def test_demo_button_fills_the_demo_recipe(tmp_path):
+    """One click on "Try the demo subject" loads its photos (with captions) and the demo-full recipe, method included."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from studio.engine import Studio
+    from tests.tiny import build_tiny_sd
+
+    studio = Studio(root=tmp_path / "home", base_model=str(build_tiny_sd(tmp_path / "tiny")))
+    demo, url = launch(studio, shared=False)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#demo-btn").click()
+            page.get_by_text("5 of 5 photos accepted").wait_for(timeout=60_000)
+            page.get_by_role("tab", name="2 · Train").click()
+            page.get_by_text("Advanced").click()
+            steps = page.get_by_role("spinbutton", name="Steps (0 = auto from photos)", exact=True)
+            page.wait_for_function("el => el.value === '600'", arg=steps.element_handle(), timeout=20_000)
+            assert page.get_by_role("radio", name="Full fine-tune").is_checked()  # not undone by a preset refill
+            time.sleep(1.0)  # a refill from a method change would land here
+            assert steps.input_value() == "600"
+            assert page.locator("#class-noun textarea, #class-noun input").first.input_value() == "star"
             browser.close()
     finally:
         demo.close()

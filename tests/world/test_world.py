@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from studio.world.demo import (DEMO_CLASS, DEMO_IDENTIFIER, TRAINING_VIEWS, check_passes, demo_scene,
-                               drift_prompts, prompt_fidelity_prompts, subject_fidelity_prompts, write_demo_subject)
+                               drift_prompts, plain_subject_prompts, prompt_fidelity_prompts, subject_fidelity_prompts,
+                               write_demo_subject)
 from studio.world.judge import judge
 from studio.world.quality import FIELDS, degrade, generate
 from studio.world.render import WORLD_WORDS, Scene, caption, random_caption, render, sample_scene
@@ -69,12 +70,22 @@ def test_marking_only_on_the_demo_subject(tmp_path):
     shipped = sorted((ROOT / "assets" / "demo-subject").glob("*.png"))
     assert [np.asarray(Image.open(p)).tolist() for p in shipped] == \
         [np.asarray(Image.open(p)).tolist() for p in paths]
+    # each photo's caption names what varies (position, background) and leaves the subject to the identifier
+    captions = [p.with_suffix(".txt").read_text() for p in shipped]
+    assert captions == [p.with_suffix(".txt").read_text() for p in paths]
+    assert captions[1].strip() == "a photo of {identifier} star on the left, on a gray background"
+    assert all("{identifier} star" in c and "red" not in c and "cyan" not in c for c in captions)
 
 
 def test_benchmark_prompt_sets_are_consistent():
-    checks = subject_fidelity_prompts() + prompt_fidelity_prompts() + drift_prompts()
-    assert all(DEMO_IDENTIFIER in c.prompt for c in subject_fidelity_prompts() + prompt_fidelity_prompts())
-    assert not any(DEMO_IDENTIFIER in c.prompt for c in drift_prompts())
+    subject_checks = subject_fidelity_prompts() + plain_subject_prompts() + prompt_fidelity_prompts()
+    checks = subject_checks + drift_prompts()
+    assert all(DEMO_IDENTIFIER in c.prompt for c in subject_checks)
+    # recontextualisation means contexts the training photos never showed: a small subject on a new background,
+    # or another colour (every training photo shows it red)
+    trained = {(bg, size) for bg, size, _ in TRAINING_VIEWS}
+    for c in prompt_fidelity_prompts():
+        assert (c.expect["background"], "small") not in trained if "size" in c.expect else c.expect["colour"] != "red"
     # the expectations are satisfiable: a render of what is asked passes its own check
     for c in checks:
         e = c.expect
@@ -106,12 +117,28 @@ def test_builtin_model_follows_prompts():
     assert all(im.size == (64, 64) for im in images)
     verdicts = [judge(im) for im in images]
     seen = [(caption(s), v.cls, v.colour, v.background) for s, v in zip(scenes, verdicts)]
-    # Measured on the shipped model (see studio.world.quality): background ~100%,
-    # colour ~88%, class ~65% of generations match the prompt.
-    assert sum(v.background == s.background for v, s in zip(verdicts, scenes)) >= 4, seen
-    assert sum(v.colour == s.colour for v, s in zip(verdicts, scenes)) >= 3, seen
-    assert sum(v.cls == s.cls for v, s in zip(verdicts, scenes)) >= 2, seen
+    # Measured on the shipped model (python -m studio.world.quality, 40 generations): background 100 %,
+    # colour 100 %, class 92.5 % of generations match the prompt.
+    assert sum(v.background == s.background for v, s in zip(verdicts, scenes)) >= 5, seen
+    assert sum(v.colour == s.colour for v, s in zip(verdicts, scenes)) >= 5, seen
+    assert sum(v.cls == s.cls for v, s in zip(verdicts, scenes)) >= 4, seen
     assert not any(v.marking for v in verdicts)
+
+
+def test_every_offered_scheduler_draws_the_prompt(tmp_path):
+    """DDIM is the field's advice against noisy results: it must draw as well as the default, not clip latents to noise."""
+    from studio.engine import Studio
+    from studio.inference.generate import DrawSettings
+    from studio.inference.pipelines import SCHEDULERS
+
+    studio = Studio(tmp_path / "home")
+    scene = Scene("square", "yellow", "black")
+    for name in SCHEDULERS:
+        images = studio.generate("local", "base", DrawSettings(caption(scene), steps=25, seed=0, num_images=2,
+                                                               scheduler=name)).images
+        verdicts = [(v.cls, v.colour, v.background) for v in map(judge, images)]
+        assert verdicts.count(("square", "yellow", "black")) >= 1, (name, verdicts)
+        assert all(v[2] == "black" for v in verdicts), (name, verdicts)
 
 
 def test_builtin_model_inpaints():
