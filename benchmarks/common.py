@@ -10,9 +10,10 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from studio.logs import quiet_libraries  # noqa: E402  (os, logging, warnings only: torch is not loaded yet)
+
+quiet_libraries()  # the same quiet output as the app and the CLI (no optional-kernel warnings in the tables)
 
 import datetime
 import warnings

@@ -1,6 +1,6 @@
 """Seconds per DreamBooth step: the studio vs a plain reference-style loop vs the bare UNet step.
 
-    python -m benchmarks.train_step [--steps 20] [--rounds 3] [--methods lora,full] [--base-model PATH]
+    python -m benchmarks.train_step [--steps 20] [--rounds 3] [--methods lora,full] [--base-model PATH] [--sd15 512]
 
 (a) studio: `Studio.train_folder`, timed from its `step` events (previews and checkpoints are outside them);
 (b) plain: what the public reference scripts do by default - VAE-encode the images and text-encode the
@@ -103,6 +103,50 @@ def bare_steps(source, method, pixels, prompts, resolution, steps) -> list[float
     return times
 
 
+def sd15_steps(resolution: int, steps: int) -> dict[str, list[float]]:
+    """What caching is worth at real size: SD 1.5's published architecture (random weights, the configs of
+    benchmarks.memory), LoRA, batch 1 instance + 1 class image. A plain step VAE-encodes the pictures and
+    text-encodes the prompts first; a cached step, the studio's, starts from latents and embeddings made once.
+    On the built-in model both encoders are tiny, so this is where the difference shows."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from benchmarks.memory import CLIP, UNET, VAE
+
+    torch.manual_seed(0)
+    unet, te, vae = UNet2DConditionModel(**UNET), CLIPTextModel(CLIPTextConfig(**CLIP)), AutoencoderKL(**VAE)
+    for m in (unet, te, vae):
+        m.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.train()
+    opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-4)
+    pixels = torch.rand(2, 3, resolution, resolution) * 2 - 1
+    ids = torch.randint(0, CLIP["vocab_size"], (2, 77))
+
+    def encode():
+        with torch.no_grad():
+            return vae.encode(pixels).latent_dist.sample() * 0.18215, te(ids)[0]
+
+    cached = encode()
+
+    def step(plain: bool) -> float:
+        tic = time.perf_counter()
+        latents, cond = encode() if plain else cached
+        noise, t = torch.randn_like(latents), torch.randint(0, 1000, (2,))
+        F.mse_loss(unet(latents + noise, t, cond).sample, noise).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - tic
+
+    step(False)  # warm-up: first-call allocations
+    times: dict[str, list[float]] = {"plain": [], "cached": []}
+    for _ in range(steps):  # alternated, so machine noise hits both alike
+        times["plain"].append(step(True))
+        times["cached"].append(step(False))
+    return times
+
+
 def phase_breakdown(studio, photos: Path, out: Path, steps: int) -> list[tuple[str, float]]:
     """One whole LoRA run with the preset's previews, a mid-run checkpoint and fresh class images."""
     from studio.events import read_events
@@ -136,6 +180,9 @@ def main() -> None:
     ap.add_argument("--methods", default="lora,full")
     ap.add_argument("--full-run-steps", type=int, default=40, help="steps of the phase-breakdown run (0 = skip)")
     ap.add_argument("--base-model", default=None)
+    ap.add_argument("--sd15", type=int, default=0, metavar="PX",
+                    help="also time plain vs cached LoRA steps on SD 1.5's architecture at PX (e.g. 512; minutes)")
+    ap.add_argument("--sd15-steps", type=int, default=2)
     args = ap.parse_args()
     tmp = common.temp_root("train-step")
     model, described = common.base_model(args.base_model, tmp)
@@ -187,6 +234,13 @@ def main() -> None:
         rows = phase_breakdown(Studio(tmp / "home2", base_model=model), photos, tmp / "whole", args.full_run_steps)
         total = rows[-2][1]
         common.table(["phase", "seconds", "% of run"], [(n, s, f"{100 * s / total:.1f}%") for n, s in rows])
+    if args.sd15:
+        print(f"### At real size: SD 1.5 architecture (random weights), LoRA, {args.sd15} px, batch 1 + 1, "
+              f"{args.sd15_steps} steps each, alternated\n")
+        times = sd15_steps(args.sd15, args.sd15_steps)
+        plain, cached = common.median(times["plain"]), common.median(times["cached"])
+        common.table(["plain s/step (encodes every step)", "cached s/step (the studio's way)", "plain/cached"],
+                     [(plain, cached, f"{plain / cached:.2f}x")])
     print(f"(work files in {tmp})")
 
 
