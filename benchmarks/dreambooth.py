@@ -3,8 +3,8 @@
 Trains the demo subject (a red star with a cyan stripe) through the engine as LoRA and full fine-tunes, with and
 without prior preservation, then reads every generation with the judge:
   subject fidelity  "a photo of sks star on a <background> background" shows the star, red, with the stripe
-  prompt fidelity   re-contextualised prompts (positions and sizes never shown on that background) honour the
-                    context and keep the subject
+  prompt fidelity   re-contextualised prompts (a small subject, or another colour, on a background no training
+                    photo paired it with) honour the context and keep the subject; also shown per kind
   bare prompt       "a photo of sks star" with nothing else said (the tiny model's weak spot, shown apart)
   drift (PRES)      plain class prompts ("a photo of a star") that show the subject's stripe: lower is better
   diversity         distinct colours among plain "a photo of a star" generations (the class keeps its variety)
@@ -46,8 +46,9 @@ def score(studio: Studio, model: str, seeds: list[int], steps: int) -> dict:
 
     subject = fraction(subject_fidelity_prompts(), len(seeds))
     # a new size and a new colour fail for different reasons: shown apart as well as together
-    resized = [c for c in prompt_fidelity_prompts() if "size" in c.expect]
-    recoloured = [c for c in prompt_fidelity_prompts() if "colour" in c.expect]
+    contexts = prompt_fidelity_prompts()
+    resized = [c for c in contexts if "size" in c.expect]
+    recoloured = [c for c in contexts if "colour" in c.expect]
     size_fid, colour_fid = (fraction(checks, max(1, len(seeds) // 2)) for checks in (resized, recoloured))
     context = (size_fid * len(resized) + colour_fid * len(recoloured)) / (len(resized) + len(recoloured))
     plain = fraction(plain_subject_prompts(), len(seeds))

@@ -126,7 +126,7 @@ def sd15_steps(resolution: int, steps: int) -> dict[str, list[float]]:
 
     def encode():
         with torch.no_grad():
-            return vae.encode(pixels).latent_dist.sample() * 0.18215, te(ids)[0]
+            return vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor, te(ids)[0]
 
     cached = encode()
 

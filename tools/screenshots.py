@@ -1,6 +1,6 @@
 """README screenshots: the real app on the built-in model with the demo subject, driven in Debian's chromium.
 
-    python -m tools.screenshots [--steps 600] [--out assets/screenshots]
+    python -m tools.screenshots [--steps N] [--out assets/screenshots]
 """
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600, help="the demo-full recipe's steps")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (0 = the demo recipe's own)")
     parser.add_argument("--out", type=Path, default=Path("assets/screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home:
-        demo, url = launch(Studio(Path(home)), shared=False)
+        studio = Studio(Path(home))
+        _, presets, overrides = studio.demo_settings()
+        args.steps = args.steps or studio.resolve(presets, overrides, num_images=5).config.max_steps
+        demo, url = launch(studio, shared=False)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
