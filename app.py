@@ -19,14 +19,13 @@ def main() -> None:
 
     quiet_libraries()
     from studio.engine import Studio
-    from studio.ui.app import build_app, launch_options
+    from studio.ui.app import build_app, serve
 
     studio = Studio(args.home, base_model=args.base_model, shared=args.share_mode)
     auth = os.environ.get("STUDIO_AUTH")
     demo = build_app(studio, shared=args.share_mode)
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, auth=tuple(auth.split(":", 1)) if auth and ":" in auth else None,
-        **launch_options(args.share_mode))
+    serve(demo, args.share_mode, server_name=args.host, server_port=args.port,
+          auth=tuple(auth.split(":", 1)) if auth and ":" in auth else None)
 
 
 if __name__ == "__main__":

@@ -92,11 +92,10 @@ def main() -> None:
     mode, demo = "the app's train_poll handler, 1 Hz, app served on a local port", None
     try:
         from studio.ui import build_app
-        from studio.ui.app import launch_options
+        from studio.ui.app import serve
 
         demo = build_app(studio)
-        demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=args.port,
-                                                       prevent_thread_lock=True, quiet=True, **launch_options(False))
+        serve(demo, False, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
         poll = find_poll(demo)
         if poll is None:
             mode = "facade polling (events + run_state) at 1 Hz: the app has no train_poll handler"

@@ -116,6 +116,12 @@ def build_app(studio, *, shared: bool = False) -> gr.Blocks:
     return demo
 
 
+def serve(demo: gr.Blocks, shared: bool, **launch_kwargs: Any) -> None:
+    """Queue and launch the app the way `python app.py` does (one call at a time per handler, the UI's css and
+    upload limits). The tests, benchmarks and screenshot tool serve it through here too, so they see that page."""
+    demo.queue(default_concurrency_limit=1).launch(**launch_options(shared), **launch_kwargs)
+
+
 def launch_options(shared: bool) -> dict[str, Any]:
     """The keyword arguments for `demo.launch` that the UI itself needs (css, upload limits)."""
     options: dict[str, Any] = {"css": CSS_FILE.read_text(encoding="utf-8") if CSS_FILE.exists() else None}

@@ -58,10 +58,11 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def launch(studio, shared: bool):
     from studio.ui import build_app
+    from studio.ui.app import serve
 
     demo = build_app(studio, shared=shared)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    serve(demo, shared, prevent_thread_lock=True, server_port=port, quiet=True)  # the page `python app.py` serves
     return demo, f"http://127.0.0.1:{port}/"
 
 
