@@ -1,6 +1,21 @@
-"""DreamBooth Studio: `python app.py [--base-model M] [--home DIR] [--share-mode]` (also the Space entry point)."""
+"""DreamBooth Studio: `python app.py [--base-model M] [--home DIR] [--host H] [--port N] [--share-mode]` (also the Space
+entry point). Address: --host/--port, else STUDIO_HOST/PORT, else Gradio's own GRADIO_SERVER_NAME/GRADIO_SERVER_PORT,
+else Gradio's defaults (127.0.0.1, from port 7860 up); on a Space (SPACE_ID) the host defaults to 0.0.0.0."""
 import argparse
 import os
+
+
+def launch_address(host: str | None, port: int | None, env) -> dict:
+    """The server_name/server_port to give Gradio's launch; a key left out lets Gradio decide (it reads its own
+    GRADIO_SERVER_NAME/GRADIO_SERVER_PORT, then uses its defaults), so its settings apply unless ours say otherwise."""
+    host = host or env.get("STUDIO_HOST") or None
+    if host is None and env.get("SPACE_ID") and not env.get("GRADIO_SERVER_NAME"):
+        host = "0.0.0.0"  # a Space must listen on every interface
+    if port is None and env.get("PORT"):
+        if not env["PORT"].strip().isdigit():
+            raise ValueError(f"PORT={env['PORT']!r} is not a port number")
+        port = int(env["PORT"])
+    return {**({"server_name": host} if host else {}), **({"server_port": port} if port is not None else {})}
 
 
 def main() -> None:
@@ -9,23 +24,25 @@ def main() -> None:
     parser.add_argument("--base-model", default=os.environ.get("STUDIO_BASE_MODEL") or None,
                         help="hub id, local folder or single file (default: the built-in model)")
     parser.add_argument("--home", default=os.environ.get("STUDIO_HOME") or None, help="workspace folder")
-    parser.add_argument("--host", default="0.0.0.0" if space else "127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    parser.add_argument("--host", help="default: $STUDIO_HOST, $GRADIO_SERVER_NAME, else 127.0.0.1 (0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, help="default: $PORT, $GRADIO_SERVER_PORT, else the first free one from 7860")
     parser.add_argument("--share-mode", action="store_true", default=os.environ.get("STUDIO_SHARED") == "1" or space,
                         help="multi-user mode: each browser (or login) gets its own workspace")
     args = parser.parse_args()
+    try:
+        address = launch_address(args.host, args.port, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     from studio.logs import quiet_libraries
 
     quiet_libraries()
     from studio.engine import Studio
-    from studio.ui.app import build_app, serve
+    from studio.ui.app import serve
 
     studio = Studio(args.home, base_model=args.base_model, shared=args.share_mode)
     auth = os.environ.get("STUDIO_AUTH")
-    demo = build_app(studio, shared=args.share_mode)
-    serve(demo, args.share_mode, server_name=args.host, server_port=args.port,
-          auth=tuple(auth.split(":", 1)) if auth and ":" in auth else None)
+    serve(studio, **address, auth=tuple(auth.split(":", 1)) if auth and ":" in auth else None)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def main() -> None:
     from studio.models.families import load_components
 
     studio = Studio(tmp / "home", base_model=model)
-    source = studio.source()
+    source = studio.base_models.source()
     loras = [random_lora(source, tmp / f"lora{i}", seed=i + 1) for i in range(2)]
     models = ["base", *map(str, loras)]
     prompts = PROMPTS[: args.prompts]

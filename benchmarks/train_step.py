@@ -194,7 +194,7 @@ def main() -> None:
     from studio.training.batches import image_tensor
 
     studio = Studio(tmp / "home", base_model=model)
-    source = studio.source()
+    source = studio.base_models.source()
     from studio.models.families import load_components
 
     res = load_components(source).native_resolution  # the studio trains at the base model's native size

@@ -2,7 +2,7 @@
 
     python -m benchmarks.ui_overhead [--steps 30] [--rounds 2] [--base-model PATH]
 
-The app side launches the real Gradio app (`build_app(studio)`, served on a local port, its queue live)
+The app side launches the real Gradio app (`serve(studio)`, on a local port, its queue live)
 and starts the run the way the Start button does (`studio.start_training`, the job-queue thread). A
 client thread then calls the app's own `train_poll` handler every second, as the browser's gr.Timer
 does: events since the cursor, run state, status/progress markdown, the loss plot and preview files.
@@ -88,14 +88,12 @@ def main() -> None:
 
     studio = Studio(tmp / "home", base_model=model)
     overrides = common.fast_overrides(max_steps=args.steps)
-    dataset_id = studio.add_photos("local", sorted(photos.glob("*.png")))
+    dataset_id = studio.photos.add("local", sorted(photos.glob("*.png")))
     mode, demo = "the app's train_poll handler, 1 Hz, app served on a local port", None
     try:
-        from studio.ui import build_app
         from studio.ui.app import serve
 
-        demo = build_app(studio)
-        serve(demo, False, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
+        demo = serve(studio, server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=True, quiet=True)
         poll = find_poll(demo)
         if poll is None:
             mode = "facade polling (events + run_state) at 1 Hz: the app has no train_poll handler"

@@ -5,6 +5,7 @@
     studio compare --model base --model DIR --prompt "..." --prompt "..." --out grid.png
     studio inpaint --model DIR --image photo.png --mask mask.png --prompt "..." --out DIR
     studio presets | studio curate DIR --json
+--base-model, --base-config, --home, --device and --allow-pickle go before or after the command's name.
 """
 from __future__ import annotations
 
@@ -15,16 +16,26 @@ import sys
 from pathlib import Path
 
 
+def _global_options(parser: argparse.ArgumentParser, suppress: bool = False) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name. The copy each subcommand gets has
+    SUPPRESS defaults: an option the user did not repeat there leaves the value given before the command alone."""
+    unset = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument("--home", **unset, help="studio folder for caches (default: $STUDIO_HOME or ~/.dreambooth-studio)")
+    parser.add_argument("--base-model", **unset, help="diffusers folder, .safetensors file or hub id (default: the built-in model)")
+    parser.add_argument("--base-config", **unset, help="diffusers config folder for a single-file model (needed offline)")
+    parser.add_argument("--allow-pickle", action="store_true", **unset,
+                        help="allow .ckpt/.bin base models (they can run code: trusted files only)")
+    parser.add_argument("--device", **unset, help="cuda, mps or cpu (default: the best available)")
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="studio", description="DreamBooth Studio: teach a Stable Diffusion model a subject.")
-    p.add_argument("--home", help="studio folder for caches (default: $STUDIO_HOME or ~/.dreambooth-studio)")
-    p.add_argument("--base-model", help="diffusers folder, .safetensors file or hub id (default: the built-in model)")
-    p.add_argument("--base-config", help="diffusers config folder for a single-file model (needed offline)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin base models (they can run code: trusted files only)")
-    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p = _global_options(argparse.ArgumentParser(prog="studio",
+                                                description="DreamBooth Studio: teach a Stable Diffusion model a subject."))
+    common = _global_options(argparse.ArgumentParser(add_help=False), suppress=True)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a subject (LoRA or full fine-tune)")
+    t = sub.add_parser("train", parents=[common], help="train a subject (LoRA or full fine-tune)")
     t.add_argument("--images", type=Path, help="folder of 3-20 photos of the subject (captions: name.txt beside name.jpg)")
     t.add_argument("--demo", action="store_true", help="use the built-in demo subject's pictures and settings")
     t.add_argument("--identifier", default=None, help="rare word naming your subject (default sks)")
@@ -40,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print events as JSON lines instead of a progress bar")
 
     for name in ("generate", "compare", "inpaint"):
-        g = sub.add_parser(name, help=f"{name} with a base model, a run folder or a LoRA file")
+        g = sub.add_parser(name, parents=[common], help=f"{name} with a base model, a run folder or a LoRA file")
         g.add_argument("--model", action="append", default=[], help="base, a run folder, a checkpoint folder or a LoRA file")
         g.add_argument("--prompt", action="append", required=True)
         g.add_argument("--negative-prompt", default="")
@@ -55,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
             g.add_argument("--mask", type=Path, required=True, help="white = repaint")
             g.add_argument("--strength", type=float, default=0.85)
 
-    sub.add_parser("presets", help="list presets and what they set")
-    c = sub.add_parser("curate", help="check a folder of photos")
+    sub.add_parser("presets", parents=[common], help="list presets and what they set")
+    c = sub.add_parser("curate", parents=[common], help="check a folder of photos")
     c.add_argument("folder", type=Path)
     c.add_argument("--subject-type", default="object", choices=["object", "face", "style"])
     c.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -89,6 +100,7 @@ def _overrides(args) -> dict:
 
 def cmd_train(args) -> int:
     from studio.cli_progress import ProgressPrinter
+    from studio.runs import RunStatus
     from studio.training.commands import RunCommands
 
     studio = _studio(args)
@@ -104,10 +116,10 @@ def cmd_train(args) -> int:
     printer = ProgressPrinter(json_lines=args.json)
     outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume, emit=printer, commands=commands)
     printer.close()
-    if outcome.status == "finished":
+    if outcome.status == RunStatus.FINISHED:
         print(f"done: {args.output / 'output'}", file=sys.stderr)
         return 0
-    if outcome.status == "cancelled":
+    if outcome.status == RunStatus.CANCELLED:
         print(f"stopped; continue with: studio train --output {args.output} --resume", file=sys.stderr)
         return 130
     return 1

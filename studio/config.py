@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -85,7 +86,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
     weight_decay: float = 1e-2
-    use_8bit_adam: bool = True  # only where CUDA and bitsandbytes are present
+    use_8bit_adam: Literal["auto", "on", "off"] = "auto"  # auto: 8-bit where CUDA and bitsandbytes are there, quietly
     # Prior preservation (the DreamBooth paper's class-specific prior loss).
     with_prior_preservation: bool = True
     prior_loss_weight: float = 1.0
@@ -127,8 +128,20 @@ class TrainConfig:
     def resolved_class_prompt(self) -> str:
         return self.prompt(self.class_prompt)
 
+    @property
+    def file_stem(self) -> str:
+        """What the subject's files are called: `sks-dog` (A1111 and ComfyUI list LoRAs and models by file name)."""
+        stem = re.sub(r"[^\w.-]+", "-", f"{self.identifier} {self.class_noun}".strip()).strip("-.")
+        return stem or "subject"
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config as a run saved it (config.json), already checked when it was resolved; unknown keys are ignored
+        so that runs of an older studio still open."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in FIELD_TYPES})
 
 
 FIELD_TYPES = get_type_hints(TrainConfig)
@@ -229,6 +242,12 @@ class ResolvedConfig:
     def to_json(self) -> str:
         return json.dumps({"config": self.config.to_dict(), "sources": self.sources, "num_images": self.num_images}, indent=2)
 
+    def for_images(self, num_images: int) -> "ResolvedConfig":
+        """The same settings for `num_images` photos: only the values that were derived are derived again."""
+        auto = {name: 0 for name in AUTO_FIELDS if self.sources.get(name, "").startswith(DERIVED)}
+        config, derived = _derive(dataclasses.replace(self.config, **auto), num_images)
+        return ResolvedConfig(config, {**self.sources, **derived}, num_images)
+
 
 def resolve_config(
     presets: list[str] | tuple[str, ...] = (),
@@ -259,6 +278,11 @@ def resolve_config(
     return ResolvedConfig(config, sources, num_images)
 
 
+# Settings where 0 means "derive it from the photos" (the Train tab shows them as 0 until the user types a number).
+AUTO_FIELDS = ("max_steps", "preview_every")
+DERIVED = "derived"  # how `sources` marks a derived value
+
+
 def _derive(config: TrainConfig, num_images: int) -> tuple[TrainConfig, dict[str, str]]:
     changes: dict[str, Any] = {}
     why: dict[str, str] = {}
@@ -266,13 +290,13 @@ def _derive(config: TrainConfig, num_images: int) -> tuple[TrainConfig, dict[str
         steps = max(config.min_steps, config.steps_per_image * max(num_images, 1))
         changes["max_steps"] = steps
         why["max_steps"] = (
-            f"derived: {config.steps_per_image} steps per image x {num_images} images"
+            f"{DERIVED}: {config.steps_per_image} steps per image x {num_images} images"
             + (f", raised to the minimum {config.min_steps}" if steps == config.min_steps else "")
         )
     if config.preview_every == 0:
         steps = changes.get("max_steps", config.max_steps)
         changes["preview_every"] = max(1, steps // 4)
-        why["preview_every"] = "derived: four previews per run"
+        why["preview_every"] = f"{DERIVED}: four previews per run"
     return dataclasses.replace(config, **changes), why
 
 

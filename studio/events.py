@@ -24,8 +24,6 @@ class Event:
         return asdict(self)
 
 
-
-
 @dataclass(frozen=True)
 class Started(Event):
     kind: str = field(init=False, default="started")
@@ -116,7 +114,6 @@ class Cancelled(Event):
 
 
 EVENT_TYPES = {cls.kind: cls for cls in (Started, Notice, Phase, ClassImages, Step, Preview, Checkpoint, Finished, Failed, Cancelled)}
-TERMINAL = ("finished", "failed", "cancelled")
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
@@ -154,11 +151,6 @@ class EventLog:
     def all(self) -> list[Event]:
         with self._lock:
             return list(self._events)
-
-    @property
-    def terminal(self) -> Event | None:
-        with self._lock:
-            return next((e for e in reversed(self._events) if e.kind in TERMINAL), None)
 
 
 def read_events(path: Path) -> list[Event]:

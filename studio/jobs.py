@@ -7,13 +7,18 @@ reads them again from cursor 0; the run does not depend on any connection.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 from studio.events import EventLog, Failed
+from studio.runs import RunStatus
 from studio.training.commands import RunCommands
+
+
+DONE = "done"  # a job's last state; what the run came to is in its events (studio.runs.RunStatus)
 
 
 class QueueError(RuntimeError):
@@ -27,7 +32,13 @@ class Job:
     log: EventLog
     work: Callable[["Job"], None]
     commands: RunCommands = field(default_factory=RunCommands)
-    status: str = "queued"  # queued | running | done
+    status: str = RunStatus.QUEUED  # queued | running | DONE
+    submitted: float = field(default_factory=time.time)  # events older than this belong to an earlier attempt
+
+    @property
+    def active(self) -> bool:
+        """Queued or training: it still holds its user's one place in the queue."""
+        return self.status != DONE
 
 
 class JobQueue:
@@ -42,7 +53,7 @@ class JobQueue:
     def submit(self, job: Job) -> int:
         """Queue a job; returns its position (0 = runs now). One active job per user."""
         with self._lock:
-            if any(j.owner == job.owner and j.status != "done" for j in self._jobs.values()):
+            if any(j.owner == job.owner and j.active for j in self._jobs.values()):
                 raise QueueError("you already have a run queued or training; stop it or wait for it to finish")
             if len(self._waiting) >= self.max_waiting:
                 raise QueueError("the queue is full; try again later")
@@ -61,9 +72,9 @@ class JobQueue:
         """0 = running (or about to), n = n jobs ahead of it, -1 = not waiting."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.status == "done":
+            if job is None or job.status == DONE:
                 return -1
-            if job.status == "running":
+            if job.status == RunStatus.RUNNING:
                 return 0
             ahead = list(self._waiting).index(job)
             return ahead + (1 if self._running is not None else 0)
@@ -71,9 +82,9 @@ class JobQueue:
     def cancel_waiting(self, job_id: str) -> bool:
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None and job.status == "queued":
+            if job is not None and job.status == RunStatus.QUEUED:
                 self._waiting.remove(job)
-                job.status = "done"
+                job.status = DONE
                 return True
             return False
 
@@ -90,7 +101,7 @@ class JobQueue:
             with self._lock:
                 self._lock.wait_for(lambda: bool(self._waiting))
                 job = self._running = self._waiting.popleft()
-                job.status = "running"
+                job.status = RunStatus.RUNNING
             try:
                 job.work(job)
             except Exception as exc:  # a crashed job must not take the queue (or the studio) down
@@ -98,6 +109,6 @@ class JobQueue:
                 traceback.print_exc()
             finally:
                 with self._lock:
-                    job.status = "done"
+                    job.status = DONE
                     self._running = None
                     self._lock.notify_all()

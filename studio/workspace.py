@@ -1,6 +1,7 @@
 """Where the studio keeps things: one folder per user, and a shared cache.
 
     <root>/cache/class-images/<key>/     class images, shared (they hold no user data)
+    <root>/cache/base-previews/<key>/    the untouched model's step-0 previews, shared
     <root>/users/<user>/datasets/<id>/   uploaded photos
     <root>/users/<user>/runs/<id>/       a run: config.json, events.jsonl, previews/, checkpoints/, output/
     <root>/users/<user>/presets/         the user's own presets
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from studio.paths import safe_join
 
+CLASS_IMAGES_CACHE = "class-images"
+BASE_PREVIEWS_CACHE = "base-previews"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 LOCAL_USER = "local"
 
@@ -55,8 +58,13 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @property
+    def cache_dir(self) -> Path:
+        """Work shared by every user (class images, the untouched model's previews): it holds no user data."""
+        return self.root / "cache"
+
+    @property
     def class_image_cache(self) -> Path:
-        return self.root / "cache" / "class-images"
+        return self.cache_dir / CLASS_IMAGES_CACHE
 
     def user_dir(self, user: str) -> Path:
         return safe_join(self.root, "users", check_id(user, "user"))
@@ -70,6 +78,10 @@ class Workspace:
         path = safe_join(self.user_dir(user), "datasets", dataset_id)
         path.mkdir(parents=True)
         return dataset_id, path
+
+    def dataset_ids(self, user: str) -> list[str]:
+        """The user's photo sets, newest first."""
+        return self._ids(self.user_dir(user) / "datasets")
 
     def dataset_dir(self, user: str, dataset_id: str) -> Path:
         path = safe_join(self.user_dir(user), "datasets", check_id(dataset_id, "photo set"))
@@ -91,7 +103,11 @@ class Workspace:
         return path
 
     def run_ids(self, user: str) -> list[str]:
-        folder = self.user_dir(user) / "runs"
+        """The user's runs, newest first (ids start with their creation time)."""
+        return self._ids(self.user_dir(user) / "runs")
+
+    @staticmethod
+    def _ids(folder: Path) -> list[str]:
         if not folder.is_dir():
             return []
         return sorted((p.name for p in folder.iterdir() if p.is_dir() and ID_PATTERN.match(p.name)), reverse=True)

@@ -27,7 +27,7 @@ def main() -> None:
         studio = Studio(Path(home))
         _, presets, overrides = studio.demo_settings()
         args.steps = args.steps or studio.resolve(presets, overrides, num_images=5).config.max_steps
-        demo, url = launch(studio, shared=False)
+        demo, url = launch(studio)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

@@ -1,1 +1,2 @@
-"""data."""
+"""Photos: loading them safely, checking them (blur, duplicates, faces), photo sets, and training crops.
+"""

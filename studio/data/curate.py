@@ -6,6 +6,7 @@ photos get warnings a person can act on (blurry, duplicate, odd shape, no face).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,35 @@ from studio.data.images import PhotoRejected, load_photo
 
 __all__ = [
     "SubjectType", "PhotoVerdict", "CurationReport", "curate", "count_advice",
-    "curate_folder_rows", "list_dataset_files", "read_caption", "blur_score", "dhash",
+    "curate_folder_rows", "list_dataset_files", "read_caption", "blur_score", "blur_threshold", "looks_blurry",
+    "analysis_side", "dhash", "warning_tag",
 ]
 
 SubjectType = Literal["face", "object", "style"]
-ANALYSIS_SIDE = 512  # blur/duplicate measures on a copy with this short side: independent of camera resolution
-# Variance of the Laplacian at ANALYSIS_SIDE. Calibrated on synthetic textured scenes:
-# sharp ~130-220, Gaussian blur sigma 1.5 ~9, sigma 3 ~2 (see tests/data/test_curate.py).
-BLUR_THRESHOLD = 25.0
+# Sharpness is judged on a grey copy whose short side is min(photo's short side, ANALYSIS_SIDE): a big photo is
+# scaled down (a camera's 6000 px are as sharp as the 512 px the model sees), a small one is measured as it is.
+# Never scaled up: an upscaled 64 px photo is smooth everywhere and would look blurry however sharp it is.
+ANALYSIS_SIDE = 512
+# blur_score compares the detail between neighbouring pixels with the detail left after a Gaussian blur of
+# BLUR_REFERENCE_SIGMA px. A ratio, so it does not care how much of the frame has edges or how contrasty they are
+# (the variance of the Laplacian, used before, called a small sharp star on a plain background blurry).
+BLUR_REFERENCE_SIGMA = 1.5
+# The threshold: 3.5 at a 64 px measuring size, rising by 1/3 per doubling to 4.5 at 512 px (blur_threshold).
+# Measured with tests/data/test_curate.py's helpers: "sigma" = a Gaussian blur applied at the measured size, and a
+# JPEG (quality 75) of the sigma 1.5 copy counted with the blurred ones. Calibrated on gradio's sample photos
+# cheetah, cheetah1, lion and tower (at their own size and scaled down), the synthetic test scenes and the demo
+# photos; gradio's groot.jpeg was kept aside and only checked once the threshold was set.
+#   short side   sharp, lowest              sigma 1.5, highest            sigma 3, highest
+#   343-480 px   9.3 scene, 11.7 tower      3.0 scene, 2.5 cheetah        1.6
+#   256 px       6.2 cheetah1               2.4 scene, 2.3 cheetah        1.4
+#   128 px       7.1 lion                   2.2 tower, cheetah            1.5
+#   64 px        5.3 scene, 5.7 demo        2.5 cheetah, 1.9 lion         1.6
+#   held out: groot at 512/256/128/64 px: sharp 7.4/9.2/7.5/7.0, sigma 1.5 1.9/1.7/1.7/1.6, sigma 3 1.2
+# The smallest pictures score lowest when sharp (little fine texture is left at 64 px) and the biggest score highest
+# when blurred, hence the ramp: every case above is at least 1.4x away from its threshold (a constant 4.0: 1.3x).
+# A 1.5 px blur on a 2000 px photo is gone once it is scaled to 512 px (it scores 9.5, sharp: 24): not flagged.
+BLUR_THRESHOLD_SMALL = 3.5  # at a 64 px (or smaller) measuring size
+BLUR_THRESHOLD_LARGE = 4.5  # at ANALYSIS_SIDE
 DUPLICATE_MAX_BITS = 8  # of 64 dHash bits; unrelated photos differ in ~32
 ASPECT_OUTLIER_FACTOR = 1.6  # e.g. one 9:16 portrait among 4:3 landscapes
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "icon\r", "crops.json"}  # crops.json: the studio's own crop overrides
@@ -88,6 +110,34 @@ _COUNT_GUIDE: dict[str, tuple[int, int, str]] = {
 }
 
 
+# A word or two for each photo warning (the gallery caption's "⚠ 2 warnings: blurry, duplicate"); the full text is
+# for the list above the gallery. Covers the warnings of this module and of studio.data.images.load_photo.
+_WARNING_TAGS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"looks blurry"), "blurry"),
+    (re.compile(r"near-duplicate"), "duplicate"),
+    (re.compile(r"-shaped, unlike"), "odd shape"),
+    (re.compile(r"^no face found"), "no face"),
+    (re.compile(r"^(\d+) faces found"), r"\1 faces"),
+    (re.compile(r"smaller than the training size"), "small"),
+    (re.compile(r"^is [\d.]+:1\b"), "long shape"),
+    (re.compile(r"^has \d+ (pages|frames)"), "first frame only"),
+    (re.compile(r"EXIF data is damaged"), "EXIF damaged"),
+]
+
+
+def warning_tag(warning: str) -> str:
+    """A short word for a photo warning ("blurry", "duplicate", ...); an unknown one is cut to its first words."""
+    for pattern, tag in _WARNING_TAGS:
+        found = pattern.search(warning)
+        if found:
+            return found.expand(tag)
+    head = re.split(r"[;,(]", warning, maxsplit=1)[0].strip()
+    if len(head) <= 24:
+        return head
+    cut = head[:23]
+    return (cut[:cut.rindex(" ")] if " " in cut[12:] else cut).rstrip() + "…"
+
+
 def count_advice(subject_type: str, n_accepted: int) -> str:
     """How many photos this kind of subject needs, and where the user stands."""
     low, high, aim = _COUNT_GUIDE.get(subject_type, _COUNT_GUIDE["object"])
@@ -100,10 +150,38 @@ def count_advice(subject_type: str, n_accepted: int) -> str:
     return f"More than needed: {n_accepted} usable photos. Aim for {aim}; keep the sharpest and most varied."
 
 
+def analysis_side(size: tuple[int, int]) -> int:
+    """The short side sharpness is measured at for a photo of this size: its own, at most ANALYSIS_SIDE."""
+    return max(1, min(min(size), ANALYSIS_SIDE))
+
+
 def blur_score(image: Image.Image) -> float:
-    """Variance of the Laplacian on a copy scaled to ANALYSIS_SIDE (higher = sharper)."""
+    """How much finer the pixel-to-pixel detail is than what a BLUR_REFERENCE_SIGMA blur leaves (higher = sharper).
+
+    The mean squared difference between neighbouring pixels, divided by the same after the reference blur, on a grey
+    copy at analysis_side(). A blur removes most of a sharp picture's detail (ratio about 5-30) but little of a
+    blurred one's, which has no fine detail left to lose (about 1-3). 0.0 for a picture with no detail at all.
+    """
     grey = _analysis_grey(image)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    coarse = _detail_energy(cv2.GaussianBlur(grey, (0, 0), BLUR_REFERENCE_SIGMA))
+    return _detail_energy(grey) / coarse if coarse > 1e-12 else 0.0
+
+
+def blur_threshold(side: int) -> float:
+    """blur_score below which a photo measured at `side` px (its analysis_side) looks blurry; see the figures above."""
+    octaves = min(max(float(np.log2(max(side, 1) / 64)), 0.0), 3.0)  # 64 px -> 0, ANALYSIS_SIDE (512) -> 3
+    return BLUR_THRESHOLD_SMALL + (BLUR_THRESHOLD_LARGE - BLUR_THRESHOLD_SMALL) * octaves / 3
+
+
+def looks_blurry(image: Image.Image) -> bool:
+    return blur_score(image) < blur_threshold(analysis_side(image.size))
+
+
+def _detail_energy(grey: np.ndarray) -> float:
+    """Mean squared difference between horizontal and vertical neighbours."""
+    if grey.shape[0] < 2 or grey.shape[1] < 2:
+        return 0.0
+    return float(np.square(np.diff(grey, axis=0)).mean() + np.square(np.diff(grey, axis=1)).mean())
 
 
 def dhash(image: Image.Image) -> int:
@@ -114,9 +192,13 @@ def dhash(image: Image.Image) -> int:
 
 
 def _analysis_grey(image: Image.Image) -> np.ndarray:
-    scale = ANALYSIS_SIDE / min(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return np.asarray(image.convert("L").resize(size, Image.BILINEAR), dtype=np.float64)
+    """Grey copy at analysis_side(): scaled down when bigger, never up."""
+    grey = image.convert("L")
+    side = analysis_side(image.size)
+    if side < min(image.size):
+        scale = side / min(image.size)
+        grey = grey.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    return np.asarray(grey, dtype=np.float64)
 
 
 def read_caption(photo_path: Path) -> str | None:
@@ -180,7 +262,7 @@ def _check_one(path: Path, name: str, subject_type: str, resolution: int, detect
     image = photo.image
     verdict = PhotoVerdict(name, path, True, warnings=list(photo.warnings), width=image.width,
                            height=image.height, caption=read_caption(path))
-    if blur_score(image) < BLUR_THRESHOLD:
+    if looks_blurry(image):
         verdict.warnings.append("looks blurry or out of focus; a sharp photo teaches the model more")
     if subject_type == "face" and detector is not None:
         verdict.face_boxes = detector(image)

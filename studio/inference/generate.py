@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from studio.inference.grid import labelled_grid
-from studio.inference.pipelines import SCHEDULERS, ModelRef, PipelineCache
+from studio.inference.models import ModelRef
+from studio.inference.pipelines import SCHEDULERS, PipelineCache
 
 
 class InferenceError(ValueError):
@@ -104,23 +105,46 @@ def compare(cache: PipelineCache, refs: list[ModelRef], prompts: list[str], sett
     return DrawResult(images, [s for _, s in pairs for _ in refs], time.perf_counter() - tic, grid, labels)
 
 
+def _model_mask(alpha: Image.Image, size: int) -> Image.Image:
+    """Where the model may repaint, at its size: every pixel the feathered alpha touches
+    (a box resize, so thin strokes survive a downscale)."""
+    import numpy as np
+
+    coverage = np.asarray(alpha.convert("F").resize((size, size), Image.Resampling.BOX))
+    return Image.fromarray(np.where(coverage > 0, 255, 0).astype(np.uint8), "L")
+
+
 def inpaint(cache: PipelineCache, ref: ModelRef, image: Image.Image, mask: Image.Image, settings: DrawSettings, strength: float = 0.85) -> DrawResult:
-    """Repaint the white part of `mask` in `image` with the prompt (and the trained subject)."""
+    """Repaint the white part of `mask` in `image` with the prompt (and the trained subject).
+
+    "Only masked" inpainting: the model works at its own resolution on a square around the mask (with context,
+    see studio.inference.inpaint_region), and the result is pasted back through a feathered mask. The pictures
+    returned have the input's size (RGB); pixels farther than the feather from the mask are exactly the input's.
+    A mask of another size is resized (nearest) to the picture's.
+    """
+    from studio.inference import inpaint_region as region
+
     settings.check()
     if not 0.0 < strength <= 1.0:
         raise InferenceError(f"strength = {strength}; use a value above 0 and at most 1")
-    mask = mask.convert("L")
-    if mask.getextrema()[1] < 128:
+    picture = image.convert("RGB")
+    mask = region.binary_mask(mask, picture.size)
+    if mask.getbbox() is None:
         raise InferenceError("the mask is empty; paint over the part of the picture to replace")
+    alpha = region.feather(mask, region.feather_radius(picture.size))
+    box = region.square_crop(region.mask_box(alpha), picture.size)
+    side = box[2] - box[0]
     seeds = [settings.seed + i for i in range(settings.num_images)]
     tic = time.perf_counter()
     with cache.lock, torch.no_grad():
         pipe = cache.pipeline(ref, settings.scheduler, kind="inpaint")
         size = _size(pipe, settings)
-        source = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-        images = pipe(
-            [settings.prompt] * len(seeds), image=source, mask_image=mask.resize((size, size), Image.Resampling.NEAREST),
+        source = region.crop(picture, box).resize((size, size), Image.Resampling.LANCZOS)
+        drawn = pipe(
+            [settings.prompt] * len(seeds), image=source, mask_image=_model_mask(region.crop(alpha, box), size),
             strength=strength, num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size,
             width=size, generator=_generators(seeds),
         ).images
+    images = [region.paste(picture, d.convert("RGB").resize((side, side), Image.Resampling.LANCZOS), alpha, box)
+              for d in drawn]
     return DrawResult(images, seeds, time.perf_counter() - tic, labels=[ref.label] * len(images))

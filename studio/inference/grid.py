@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from studio.events import read_events
 
 _BG = (250, 250, 250)
 _INK = (30, 30, 30)
@@ -40,12 +38,9 @@ def labelled_grid(rows: list[list[Image.Image]], row_labels: list[str], col_labe
     return grid
 
 
-def preview_grid(run_dir: Path, max_rows: int = 6) -> Image.Image | None:
-    """Steps down, prompt/seed pairs across, from a run's preview events (None before the first preview)."""
-    path = run_dir / "events.jsonl"
-    if not path.exists():
-        return None
-    previews = [e for e in read_events(path) if e.kind == "preview"]
+def preview_grid(run, max_rows: int = 6) -> Image.Image | None:
+    """Steps down, prompt/seed pairs across, from a `RunFolder`'s preview events (None before the first preview)."""
+    previews = [e for e in run.read_events() if e.kind == "preview"]
     if not previews:
         return None
     if len(previews) > max_rows:  # keep the first (base model) and the latest ones
@@ -53,7 +48,7 @@ def preview_grid(run_dir: Path, max_rows: int = 6) -> Image.Image | None:
     cols = [f"{p} (seed {s})" for p, s in zip(previews[-1].prompts, previews[-1].seeds)]
     rows, labels = [], []
     for event in previews:
-        images = [Image.open(run_dir / rel) for rel in event.images]
+        images = [Image.open(run.path / rel) for rel in event.images]
         if len(images) == len(cols):
             rows.append(images)
             labels.append("base model" if event.step == 0 else f"step {event.step}")

@@ -1,75 +1,97 @@
 """Model ids a user can draw with: "base", "run:<id>" (a finished run), "run:<id>@<step>" (a checkpoint).
 
 Ids, never paths, cross the wire: each is resolved here inside the user's own
-run folders, so a forged id names nothing.
+run folders, so a forged id names nothing. The local CLI may also name a run
+folder, a checkpoint folder or a LoRA file by path.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from studio.inference.pipelines import ModelRef
-from studio.workspace import NotFound, check_id
+from studio.models.catalog import ModelCatalog
+from studio.models.sources import ModelSource
+from studio.runs import CHECKPOINT_STATE, CHECKPOINTS, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step
+from studio.workspace import NotFound, Workspace, check_id
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
-
-
-def list_models(studio, user: str):
-    from studio.engine import ModelChoice
-    from studio.training.checkpoint import checkpoint_dirs
-
-    choices = [ModelChoice("base", f"base model ({studio.base_model.label.split('/')[-1]})")]
-    for run_id in studio.workspace.run_ids(user):
-        run_dir = studio.workspace.run_dir(user, run_id)
-        if (run_dir / "output").is_dir():
-            choices.append(ModelChoice(f"run:{run_id}", f"{run_id} (final)"))
-        for folder in reversed(checkpoint_dirs(run_dir)):
-            step = int(folder.name.split("-")[1])
-            choices.append(ModelChoice(f"run:{run_id}@{step}", f"{run_id} @ step {step}"))
-    return choices
+BASE = "base"
+RUN_PREFIX = "run:"
 
 
-def model_ref(studio, user: str, model_id: str) -> ModelRef:
-    if model_id == "base":
-        return ModelRef("base:" + studio.base_model.location, "base model", studio.base_model)
-    if not isinstance(model_id, str) or not model_id.startswith("run:"):
-        if not studio.shared and Path(model_id).exists():  # the local CLI may name run folders and LoRA files
-            return path_ref(studio, Path(model_id))
-        raise NotFound(f"unknown model {model_id!r}; pick one from the list")
-    run_id, _, step = model_id[4:].partition("@")
-    run_dir = studio.workspace.run_dir(user, check_id(run_id, "run"))
-    return _run_ref(studio, run_dir, step, f"{user}/{run_id}@{step or 'final'}")
+@dataclass(frozen=True)
+class ModelRef:
+    """What to draw with: a base model, optionally with a LoRA or fine-tuned UNet weights on top."""
+
+    key: str  # unique and stable: caches adapters and pipelines by it
+    label: str  # what grids and galleries show
+    base: ModelSource
+    lora_file: Path | None = None
+    full_model_dir: Path | None = None  # a finished full fine-tune (diffusers folder)
+    unet_state_file: Path | None = None  # a full fine-tune checkpoint (trainable.safetensors)
 
 
-def path_ref(studio, path: Path) -> ModelRef:
-    """A run folder (its final model) or a LoRA .safetensors file, for the local CLI."""
-    path = path.resolve()
-    if path.is_file():
-        return ModelRef(f"file:{path}", path.stem, studio.base_model, lora_file=path)
-    step = ""
-    if path.parent.name == "checkpoints":  # a checkpoint folder: run/checkpoints/step-000100
-        step, path = str(int(path.name.split("-")[1])), path.parent.parent
-    return _run_ref(studio, path, step, f"dir:{path}@{step or 'final'}")
+@dataclass(frozen=True)
+class ModelChoice:
+    id: str  # "base", "run:<id>", "run:<id>@<step>"
+    label: str
 
 
-def _run_ref(studio, run_dir: Path, step: str, key: str) -> ModelRef:
-    run_id = run_dir.name
-    meta_path = run_dir / "run.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    base = studio.source(meta.get("base_model"))
-    if not step:
-        output = run_dir / "output"
-        if (output / LORA_FILE).exists():
-            return ModelRef(key, f"{run_id}", base, lora_file=output / LORA_FILE)
-        if (output / "model").is_dir():
-            return ModelRef(key, f"{run_id}", base, full_model_dir=output / "model")
-        raise NotFound(f"run {run_id} has no finished model yet; pick a checkpoint")
-    if not step.isdigit():
-        raise NotFound(f"unknown checkpoint step {step!r} in run {run_id}")
-    folder = run_dir / "checkpoints" / f"step-{int(step):06d}"
-    if not (folder / "state.json").exists():
-        raise NotFound(f"run {run_id} has no checkpoint at step {step}")
-    label = f"{run_id} @ {step}"
-    if (folder / LORA_FILE).exists():
-        return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
-    return ModelRef(key, label, base, unet_state_file=folder / "trainable.safetensors")
+class DrawableModels:
+    """What each user may draw with: the base model and their own runs' models and checkpoints."""
+
+    def __init__(self, catalog: ModelCatalog, workspace: Workspace, *, local_paths: bool) -> None:
+        self.catalog = catalog
+        self.workspace = workspace
+        self.local_paths = local_paths  # the local CLI may name folders and files; a shared Space never
+
+    def choices(self, user: str) -> list[ModelChoice]:
+        choices = [ModelChoice(BASE, f"base model ({self.catalog.short_name()})")]
+        for run_id in self.workspace.run_ids(user):
+            run = RunFolder(self.workspace.run_dir(user, run_id))
+            name = run.read_meta().name if run.has_meta() else ""
+            label = name or run_id
+            if run.output.is_dir():
+                choices.append(ModelChoice(f"{RUN_PREFIX}{run_id}", f"{label} (final)"))
+            for step in reversed(run.checkpoint_steps()):
+                choices.append(ModelChoice(f"{RUN_PREFIX}{run_id}@{step}", f"{label} @ step {step}"))
+        return choices
+
+    def ref(self, user: str, model_id: str) -> ModelRef:
+        if model_id == BASE:
+            return ModelRef("base:" + self.catalog.default.location, "base model", self.catalog.default)
+        if not isinstance(model_id, str) or not model_id.startswith(RUN_PREFIX):
+            if self.local_paths and isinstance(model_id, str) and Path(model_id).exists():
+                return self.path_ref(Path(model_id))
+            raise NotFound(f"unknown model {model_id!r}; pick one from the list")
+        run_id, _, step = model_id[len(RUN_PREFIX):].partition("@")
+        run = RunFolder(self.workspace.run_dir(user, check_id(run_id, "run")))
+        return self._run_ref(run, step, f"{user}/{run_id}@{step or 'final'}")
+
+    def path_ref(self, path: Path) -> ModelRef:
+        """A run folder (its final model), a checkpoint folder or a LoRA .safetensors file, for the local CLI."""
+        path = path.resolve()
+        if path.is_file():
+            return ModelRef(f"file:{path}", path.stem, self.catalog.default, lora_file=path)
+        step = ""
+        if path.parent.name == CHECKPOINTS and parse_step(path.name) is not None:  # run/checkpoints/step-000100
+            step, path = str(parse_step(path.name)), path.parent.parent
+        return self._run_ref(RunFolder(path), step, f"dir:{path}@{step or 'final'}")
+
+    def _run_ref(self, run: RunFolder, step: str, key: str) -> ModelRef:
+        run_id = run.run_id
+        base = self.catalog.source(run.read_meta().base_model if run.has_meta() else None)
+        if not step:
+            if (run.output / LORA_FILE).exists():
+                return ModelRef(key, run_id, base, lora_file=run.output / LORA_FILE)
+            if (run.output / FULL_MODEL_DIR).is_dir():
+                return ModelRef(key, run_id, base, full_model_dir=run.output / FULL_MODEL_DIR)
+            raise NotFound(f"run {run_id} has no finished model yet; pick a checkpoint")
+        if not step.isdigit():
+            raise NotFound(f"unknown checkpoint step {step!r} in run {run_id}")
+        folder = run.checkpoint_dir(int(step))
+        if not (folder / CHECKPOINT_STATE).exists():
+            raise NotFound(f"run {run_id} has no checkpoint at step {step}")
+        label = f"{run_id} @ {step}"
+        if (folder / LORA_FILE).exists():
+            return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
+        return ModelRef(key, label, base, unet_state_file=folder / TRAINABLE_FILE)

@@ -19,8 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from studio.models.sources import ModelLoadError, safetensors_keys
-
-DIFFUSERS_LORA_NAME = "pytorch_lora_weights.safetensors"
+from studio.runs import LORA_FILE as DIFFUSERS_LORA_NAME  # diffusers' own name for the file, as runs keep it
 _DOWN_MARKERS = (".lora_A.", ".lora_down.", ".lora.down.", ".lora_linear_layer.down.")
 
 

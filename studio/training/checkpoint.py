@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-STATE = "state.json"
-WEIGHTS = "trainable.safetensors"
+from studio.runs import CHECKPOINT_STATE as STATE
+from studio.runs import TRAINABLE_FILE as WEIGHTS
+from studio.runs import RunFolder
+
 OPTIMIZER = "optimizer.pt"
 
 
@@ -31,22 +33,8 @@ class LoopState:
     bad_steps: int = 0
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = run_dir / "checkpoints"
-    if not root.exists():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp")]
-    return sorted((p for p in found if (p / STATE).exists()), key=lambda p: p.name)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    dirs = checkpoint_dirs(run_dir)
-    return dirs[-1] if dirs else None
-
-
 def save_checkpoint(
-    run_dir: Path,
+    run: RunFolder,
     *,
     trainable_state: dict[str, torch.Tensor],
     optimizer,
@@ -57,9 +45,8 @@ def save_checkpoint(
     extra_writer=None,
 ) -> Path:
     """Write a complete checkpoint atomically; `extra_writer(folder)` adds inference files (LoRA, UNet)."""
-    root = run_dir / "checkpoints"
-    final = root / f"step-{loop.step:06d}"
-    tmp = root / f"step-{loop.step:06d}.tmp"
+    final = run.checkpoint_dir(loop.step)
+    tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -84,7 +71,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint that looks complete
         raise
-    for old in checkpoint_dirs(run_dir)[:-keep]:
+    for old in run.checkpoint_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
+from studio.runs import FULL_MODEL_DIR, LORA_FILE, RunFolder
 from studio.training.trainable import Trainable
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 class ExportError(RuntimeError):
@@ -44,10 +43,11 @@ def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, me
                            rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata)
 
 
-def export_outputs(run_dir: Path, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *, source: ModelSource) -> list[str]:
-    """Write, verify, then atomically publish `run_dir/output/`; returns paths relative to the run folder."""
+def export_outputs(run: RunFolder, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *, source: ModelSource) -> list[str]:
+    """Write, verify, then atomically publish the run's `output/`; returns paths relative to the run folder."""
     config = resolved.config
-    final, tmp = run_dir / "output", run_dir / "output.tmp"
+    final = run.output
+    tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     written: list[Path] = []
@@ -55,31 +55,31 @@ def export_outputs(run_dir: Path, comps: Components, trainable: Trainable, resol
         written += _export_lora(tmp, comps, trainable, config, source)
     else:
         written += _export_full(tmp, comps, config)
-    written.append(write_model_card(tmp, run_dir, resolved, source))
+    written.append(write_model_card(tmp, run, resolved, source))
     verify_outputs(tmp, trainable.method, comps)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    return [str(Path("output") / p.relative_to(tmp)) for p in written]
+    return [run.relative(final / p.relative_to(tmp)) for p in written]
 
 
 def _export_lora(folder: Path, comps, trainable, config, source) -> list[Path]:
     metadata = {"base_model": source.label, "trigger": config.resolved_instance_prompt, "class_noun": config.class_noun,
-                "output_name": f"{config.identifier}-{config.class_noun}-kohya".replace(" ", "-")}
+                "output_name": f"{config.file_stem}-kohya"}
     return list(_save_lora(folder, comps, trainable, config, metadata).values())
 
 
 def _export_full(folder: Path, comps, config) -> list[Path]:
-    from diffusers import DPMSolverMultistepScheduler
+    from studio.inference.pipelines import build_pipeline
 
-    pipe = comps.family.build_pipeline(comps, DPMSolverMultistepScheduler.from_config(comps.scheduler_config))
-    model_dir = folder / "model"
+    pipe = build_pipeline(comps)
+    model_dir = folder / FULL_MODEL_DIR
     pipe.save_pretrained(model_dir, safe_serialization=True)
     written = [model_dir]
     if config.save_single_file:
         from studio.models.single_file import export_single_file
 
-        path = folder / "model.safetensors"
+        path = folder / f"{config.file_stem}.safetensors"  # named for what it is: A1111 lists models by file name
         export_single_file(comps, path)
         written.append(path)
     return written
@@ -94,7 +94,7 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
                 raise ExportError("the LoRA file is empty or holds non-finite weights")
             comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
         else:
-            unet_dir = folder / "model" / "unet"
+            unet_dir = folder / FULL_MODEL_DIR / "unet"
             saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
             live = comps.unet.state_dict()
             name = next(iter(saved))
@@ -106,12 +106,12 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
         raise ExportError(f"the outputs in {folder} could not be read back ({exc})") from exc
 
 
-def write_model_card(folder: Path, run_dir: Path, resolved: ResolvedConfig, source: ModelSource) -> Path:
+def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource) -> Path:
     from studio.inference.grid import preview_grid
 
     config = resolved.config
     grid_path = folder / "samples.png"
-    grid = preview_grid(run_dir)
+    grid = preview_grid(run)
     if grid is not None:
         grid.save(grid_path)
     preset = next((s.split(":")[0].replace("preset ", "") for s in resolved.sources.values() if s.startswith("preset")), "none")

@@ -62,15 +62,20 @@ def pick_precision(requested: str, device: torch.device) -> tuple[Precision, str
     return Precision(requested, device), None
 
 
-def make_optimizer(param_groups: list[dict], *, use_8bit: bool, device: torch.device, betas=(0.9, 0.999), weight_decay=1e-2):
-    """8-bit AdamW (bitsandbytes) on CUDA saves ~75% of optimizer memory; elsewhere torch's AdamW."""
-    if use_8bit and device.type == "cuda":
+def make_optimizer(param_groups: list[dict], *, use_8bit: str, device: torch.device, betas=(0.9, 0.999), weight_decay=1e-2):
+    """8-bit AdamW (bitsandbytes) on CUDA saves ~75% of optimizer memory; elsewhere torch's AdamW.
+
+    `use_8bit`: "auto" takes 8-bit where it can and falls back quietly (the default: a CPU run has nothing to be
+    told); "on" says so when it can't; "off" never uses it."""
+    asked = use_8bit == "on"
+    if use_8bit in ("auto", "on") and device.type == "cuda":
         try:
             import bitsandbytes as bnb
 
             return bnb.optim.AdamW8bit(param_groups, betas=betas, weight_decay=weight_decay), None
         except Exception as exc:  # a broken bitsandbytes install must not stop training
-            return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay), f"8-bit Adam unavailable ({exc}); using torch AdamW"
-    notice = "8-bit Adam needs CUDA; using torch AdamW" if use_8bit else None
+            notice = f"8-bit Adam unavailable ({exc}); using torch AdamW" if asked else None
+            return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay), notice
+    notice = "8-bit Adam needs CUDA; using torch AdamW" if asked else None
     fused = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay, **fused), notice

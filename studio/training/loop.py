@@ -21,9 +21,12 @@ from typing import Any, Sequence
 import torch
 
 from studio.config import ResolvedConfig
+from studio.data.dataset import PreparedImage
 from studio.events import Cancelled, Checkpoint, Emit, Failed, Finished, Notice, Phase, Started, Step
 from studio.models.families import Components, load_components
 from studio.models.sources import ModelSource
+from studio.runs import RunFolder, RunStatus
+from studio.workspace import BASE_PREVIEWS_CACHE, CLASS_IMAGES_CACHE
 from studio.training import checkpoint as ckpt
 from studio.training.batches import EpochSampler, LatentSource, PromptSource, image_tensor
 from studio.training.commands import RunCommands
@@ -33,7 +36,7 @@ from studio.training.identifier import check_identifier
 from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
 from studio.training.previews import draw_base_previews, draw_previews
 from studio.training.prior import ensure_class_images
-from studio.training.trainable import param_groups, prepare_trainable
+from studio.training.trainable import Trainable, param_groups, prepare_trainable
 
 
 class TrainingError(RuntimeError):
@@ -45,19 +48,12 @@ class TrainingError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainingImage:
-    image: Any  # PIL.Image, square, already cropped
-    caption: str | None = None
-
-
-@dataclass(frozen=True)
 class TrainRequest:
-    run_id: str
-    run_dir: Path
+    run: RunFolder
     resolved: ResolvedConfig
     source: ModelSource
-    images: Sequence[TrainingImage]
-    class_cache_root: Path
+    images: Sequence[PreparedImage]  # square, cropped, at the training resolution
+    cache_root: Path  # shared across runs: class images and the untouched model's previews
     resume: bool = False
     device: str | None = None
     components: Components | None = field(default=None, compare=False)  # reuse an already-loaded base
@@ -65,7 +61,7 @@ class TrainRequest:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    status: str  # finished | cancelled | failed
+    status: RunStatus  # finished | cancelled | failed
     step: int
     outputs: tuple[str, ...] = ()
 
@@ -83,13 +79,13 @@ def train(request: TrainRequest, emit: Emit, commands: RunCommands | None = None
     def fail(error: str, advice: str) -> RunOutcome:
         _release_memory()
         emit(Failed(step=last_step[0], error=error, advice=advice))
-        return RunOutcome("failed", last_step[0])
+        return RunOutcome(RunStatus.FAILED, last_step[0])
 
     try:
         return _train(request, tracking, commands)
     except InterruptedError:
         emit(Cancelled(step=last_step[0]))
-        return RunOutcome("cancelled", last_step[0])
+        return RunOutcome(RunStatus.CANCELLED, last_step[0])
     except TrainingError as exc:
         return fail(str(exc), exc.advice)
     except torch.OutOfMemoryError as exc:
@@ -108,38 +104,47 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def loading_phase(source: ModelSource) -> Phase:
+    """The event that says the base model is being loaded (emitted by whoever loads it)."""
+    return Phase(name="loading", detail=source.label)
+
+
 @dataclass
 class _Run:
-    """What the phases hand each other: loaded parts, cached data and the optimisation state."""
+    """What the phases hand each other. Each phase fills its part: None means "that phase has not run yet"."""
 
     request: TrainRequest
     emit: Emit
     commands: RunCommands
-    comps: Components = None
-    device: torch.device = None
+    comps: Components | None = None  # 1
+    device: torch.device | None = None
     precision: Any = None
     resolution: int = 0
-    trainable: Any = None
+    trainable: Trainable | None = None  # 3
     optimizer: Any = None
     lr_scheduler: Any = None
     noise_scheduler: Any = None
-    generator: torch.Generator = None
-    instance: LatentSource = None
+    generator: torch.Generator | None = None
+    instance: LatentSource | None = None  # 4
     classes: LatentSource | None = None
-    prompts: PromptSource = None
+    prompts: PromptSource | None = None
     instance_prompts: list[str] = field(default_factory=list)
     samplers: dict[str, EpochSampler] = field(default_factory=dict)
-    loop: ckpt.LoopState = None
+    loop: ckpt.LoopState | None = None  # 5
 
     @property
     def config(self):
         return self.request.resolved.config
 
+    @property
+    def folder(self) -> RunFolder:
+        return self.request.run
+
 
 def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutcome:
     run = _Run(request, emit, commands)
-    request.run_dir.mkdir(parents=True, exist_ok=True)
-    (request.run_dir / "config.json").write_text(request.resolved.to_json(), encoding="utf-8")
+    request.run.path.mkdir(parents=True, exist_ok=True)
+    request.run.write_config(request.resolved.to_json())
     started_at = time.perf_counter()
     _load(run)  # 1
     class_paths = _class_images(run)  # 2
@@ -151,15 +156,16 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
         return outcome
     emit(Phase(name="saving", detail="writing and verifying outputs"))  # 7
     run.trainable.train(False)
-    outputs = export_outputs(request.run_dir, run.comps, run.trainable, request.resolved, source=request.source)
+    outputs = export_outputs(request.run, run.comps, run.trainable, request.resolved, source=request.source)
     emit(Finished(step=run.loop.step, outputs=tuple(outputs), seconds=time.perf_counter() - started_at))
-    return RunOutcome("finished", run.loop.step, tuple(outputs))
+    return RunOutcome(RunStatus.FINISHED, run.loop.step, tuple(outputs))
 
 
 def _load(run: _Run) -> None:
     """1. Base model, device, precision; the identifier and the photos are checked before any work."""
     config, request = run.config, run.request
-    run.emit(Phase(name="loading", detail=request.source.label))
+    if request.components is None:
+        run.emit(loading_phase(request.source))
     run.comps = comps = request.components or load_components(request.source)
     run.device = pick_device(request.device)
     run.precision, notice = pick_precision(config.mixed_precision, run.device)
@@ -187,7 +193,7 @@ def _class_images(run: _Run) -> list[Path]:
         return []
     run.emit(Phase(name="class_images", detail=config.resolved_class_prompt))
     return ensure_class_images(
-        run.comps, cache_root=run.request.class_cache_root, class_prompt=config.resolved_class_prompt,
+        run.comps, cache_root=run.request.cache_root / CLASS_IMAGES_CACHE, class_prompt=config.resolved_class_prompt,
         count=config.num_class_images, resolution=run.resolution, steps=config.class_image_steps,
         guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=run.device, emit=run.emit,
         should_stop=run.commands.should_stop,
@@ -239,7 +245,7 @@ def _cache(run: _Run, class_paths: list[Path]) -> None:
 def _resume(run: _Run) -> None:
     """5. Continue from the last complete checkpoint: weights, optimizer, schedule, RNGs, sampler order."""
     run.loop = ckpt.LoopState(step=0, samplers={})
-    last = ckpt.latest_checkpoint(run.request.run_dir) if run.request.resume else None
+    last = run.folder.latest_checkpoint() if run.request.resume else None
     if last is not None:
         weights, run.loop = ckpt.load_checkpoint(last, optimizer=run.optimizer, lr_scheduler=run.lr_scheduler,
                                                  generator=run.generator)
@@ -247,23 +253,23 @@ def _resume(run: _Run) -> None:
         for name, sampler in run.samplers.items():
             sampler.load_state_dict(run.loop.samplers[name])
         run.emit(Notice(message=f"resumed from {last.name}"))
-    run.emit(Started(run_id=run.request.run_id, max_steps=run.config.max_steps, method=run.config.method,
+    run.emit(Started(run_id=run.folder.run_id, max_steps=run.config.max_steps, method=run.config.method,
                      device=str(run.device), precision=run.precision.name, resumed_from=run.loop.step))
 
 
 def _preview(run: _Run, step: int) -> None:
-    run.emit(draw_previews(run.comps, run.config, run_dir=run.request.run_dir, step=step, resolution=run.resolution,
+    run.emit(draw_previews(run.comps, run.config, run=run.folder, step=step, resolution=run.resolution,
                            device=run.device, autocast=run.precision.autocast))
 
 
 def _save(run: _Run) -> Path:
     run.loop.samplers = {n: s.state_dict() for n, s in run.samplers.items()}
     folder = ckpt.save_checkpoint(
-        run.request.run_dir, trainable_state=run.trainable.state_dict(), optimizer=run.optimizer,
+        run.folder, trainable_state=run.trainable.state_dict(), optimizer=run.optimizer,
         lr_scheduler=run.lr_scheduler, generator=run.generator, loop=run.loop, keep=run.config.keep_checkpoints,
         extra_writer=lambda f: write_inference_files(f, run.comps, run.trainable, run.config),
     )
-    run.emit(Checkpoint(step=run.loop.step, path=str(folder.relative_to(run.request.run_dir))))
+    run.emit(Checkpoint(step=run.loop.step, path=run.folder.relative(folder)))
     return folder
 
 
@@ -272,8 +278,8 @@ def _loop(run: _Run) -> RunOutcome | None:
     config, loop = run.config, run.loop
     run.emit(Phase(name="training", detail=f"{config.max_steps} steps"))
     if loop.step == 0 and config.preview_every:  # the untouched model: the "before" of every drift comparison
-        run.emit(draw_base_previews(run.comps, config, run_dir=run.request.run_dir, resolution=run.resolution,
-                                    cache_root=run.request.class_cache_root.parent / "base-previews",
+        run.emit(draw_base_previews(run.comps, config, run=run.folder, resolution=run.resolution,
+                                    cache_root=run.request.cache_root / BASE_PREVIEWS_CACHE,
                                     device=run.device, autocast=run.precision.autocast))
     run.trainable.train()
     scaler = run.precision.grad_scaler()
@@ -282,8 +288,8 @@ def _loop(run: _Run) -> RunOutcome | None:
             run.commands.wait_while_paused()
         if run.commands.should_stop():
             folder = _save(run)
-            run.emit(Cancelled(step=loop.step, checkpoint=str(folder.relative_to(run.request.run_dir))))
-            return RunOutcome("cancelled", loop.step)
+            run.emit(Cancelled(step=loop.step, checkpoint=run.folder.relative(folder)))
+            return RunOutcome(RunStatus.CANCELLED, loop.step)
         tic = time.perf_counter()
         values = sum((_micro_step(run, scaler) for _ in range(config.gradient_accumulation)), torch.zeros(3))
         if not _apply_update(run, scaler, values):

@@ -18,7 +18,9 @@ import torch
 
 from studio.config import TrainConfig
 from studio.events import Preview
+from studio.inference.pipelines import build_pipeline
 from studio.models.families import Components
+from studio.runs import RunFolder
 
 
 def preview_prompts(config: TrainConfig) -> list[str]:
@@ -28,16 +30,12 @@ def preview_prompts(config: TrainConfig) -> list[str]:
     return prompts
 
 
-def draw_previews(comps: Components, config: TrainConfig, *, run_dir: Path, step: int, resolution: int, device, autocast) -> Preview:
+def draw_previews(comps: Components, config: TrainConfig, *, run: RunFolder, step: int, resolution: int, device, autocast) -> Preview:
     """`autocast()` is the run's precision context: frozen half-precision parts meet fp32 trainable ones."""
-    from diffusers import DPMSolverMultistepScheduler
-
     prompts = preview_prompts(config)
-    folder = run_dir / "previews" / f"step-{step:06d}"
+    folder = run.preview_dir(step)
     folder.mkdir(parents=True, exist_ok=True)
-    scheduler = DPMSolverMultistepScheduler.from_config(comps.scheduler_config)
-    pipe = comps.family.build_pipeline(comps, scheduler)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = build_pipeline(comps)
     modules = [comps.unet, *comps.text_encoders]
     modes = [m.training for m in modules]
     # Every prompt x seed in one batched call: previews are most of a short run's time (benchmarks.train_step).
@@ -52,13 +50,13 @@ def draw_previews(comps: Components, config: TrainConfig, *, run_dir: Path, step
     for (prompt, seed), image in zip(pairs, out):
         path = folder / f"p{prompts.index(prompt)}-s{seed}.png"
         image.save(path)
-        images.append(str(path.relative_to(run_dir)))
+        images.append(run.relative(path))
     for m, mode in zip(modules, modes):
         m.train(mode)
     return Preview(step=step, images=tuple(images), prompts=tuple(p for p, _ in pairs), seeds=tuple(s for _, s in pairs))
 
 
-def draw_base_previews(comps: Components, config: TrainConfig, *, run_dir: Path, cache_root: Path, resolution: int,
+def draw_base_previews(comps: Components, config: TrainConfig, *, run: RunFolder, cache_root: Path, resolution: int,
                        device, autocast) -> Preview:
     """Step 0 (the untouched base model) is the same for every run with the same base, prompts and seeds: cache it."""
     from studio.training.prior import model_fingerprint
@@ -67,15 +65,15 @@ def draw_base_previews(comps: Components, config: TrainConfig, *, run_dir: Path,
               config.preview_guidance, resolution]
     cached = cache_root / hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
     manifest = cached / "preview.json"
-    target = run_dir / "previews" / "step-000000"
+    target = run.preview_dir(0)
     if manifest.exists():
         event = Preview(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(manifest.read_text()).items()})
         if all((cached / Path(p).name).exists() for p in event.images):
             target.mkdir(parents=True, exist_ok=True)
             for rel in event.images:
-                shutil.copyfile(cached / Path(rel).name, run_dir / rel)
+                shutil.copyfile(cached / Path(rel).name, run.path / rel)
             return Preview(step=0, images=event.images, prompts=event.prompts, seeds=event.seeds)
-    event = draw_previews(comps, config, run_dir=run_dir, step=0, resolution=resolution, device=device, autocast=autocast)
+    event = draw_previews(comps, config, run=run, step=0, resolution=resolution, device=device, autocast=autocast)
     tmp = cached.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(target, tmp)

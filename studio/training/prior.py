@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from studio.events import ClassImages, Emit
+from studio.inference.pipelines import build_pipeline
 from studio.models.families import Components
 
 MANIFEST = "manifest.json"
@@ -72,7 +73,7 @@ def ensure_class_images(
     emit(ClassImages(done=reused, total=count, reused=reused))
     if not missing:
         return paths
-    pipe = _generation_pipeline(comps, device)
+    pipe = build_pipeline(comps, device=device)
     done = reused
     for start in range(0, len(missing), batch_size):
         if should_stop():
@@ -93,11 +94,3 @@ def ensure_class_images(
         emit(ClassImages(done=done, total=count, reused=reused))
     return paths
 
-
-def _generation_pipeline(comps: Components, device: torch.device):
-    from diffusers import DPMSolverMultistepScheduler
-
-    scheduler = DPMSolverMultistepScheduler.from_config(comps.scheduler_config)
-    pipe = comps.family.build_pipeline(comps, scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)

@@ -1,42 +1,62 @@
-"""Turn a run folder (run.json) into a training request and run it: shared by the job queue and the CLI."""
+"""Turn a run folder (its run.json) into a training request and run it: shared by the job queue and the CLI.
+
+It depends on small typed parts (the model catalogue, the run folder, the
+photo folder, where presets and caches live), never on the `Studio` facade.
+"""
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from studio.events import EventLog, Failed, Phase
+from studio.config import resolve_config
+from studio.events import Emit, EventLog, Failed
+from studio.models.catalog import ModelCatalog
+from studio.runs import RunFolder, RunStatus
 from studio.training.commands import RunCommands
-from studio.training.loop import RunOutcome, TrainRequest, train
+
+if TYPE_CHECKING:
+    from studio.training.loop import RunOutcome
 
 
-def run_training(studio, user: str, run_dir: Path, log: EventLog, commands: RunCommands, *, resume: bool, emit=None) -> RunOutcome:
-    """Load the base model, prepare the photos at its resolution, resolve the config, train."""
-    from studio.data.dataset import prepare_training_images
+@dataclass(frozen=True)
+class TrainingEnv:
+    """What every run of one studio shares: where models, presets and caches come from, and the device."""
+
+    models: ModelCatalog
+    cache_root: Path  # class images and the untouched model's previews, shared across runs
+    device: str | None = None
+
+
+def run_training(env: TrainingEnv, run: RunFolder, photos: Path, log: EventLog, commands: RunCommands, *,
+                 presets_dir: Path | None = None, resume: bool, emit: Emit | None = None) -> RunOutcome:
+    """Load the base model, prepare the photos at its resolution, resolve the config for them, train."""
     from studio.data.curate import list_dataset_files
+    from studio.data.dataset import prepare_training_images
+    from studio.data.photoset import read_crops
     from studio.models.families import load_components
     from studio.models.sources import ModelLoadError
+    from studio.training.loop import RunOutcome, TrainRequest, loading_phase, train  # torch: on first run, not at start-up
 
     def send(event) -> None:
         log.emit(event)
         if emit is not None:
             emit(event)
 
-    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    meta = run.read_meta()
     try:
-        send(Phase(name="loading", detail="base model and photos"))
-        source = studio.source(meta.get("base_model"))
+        source = env.models.source(meta.base_model)
+        send(loading_phase(source))
         comps = load_components(source)
-        first = studio.resolve(meta["presets"], meta["overrides"], num_images=1, user=user).config
-        resolution = first.resolution or comps.native_resolution
-        folder = Path(meta["images_dir"]) if "images_dir" in meta else studio.workspace.dataset_dir(user, meta["dataset_id"])
-        files = list_dataset_files(folder)
-        images = prepare_training_images(files, resolution, meta.get("crops") or studio.read_crops(folder) or None, first.subject_type)
-        resolved = studio.resolve(meta["presets"], meta["overrides"], num_images=len(images), user=user)
+        resolved = resolve_config(list(meta.presets), meta.overrides, num_images=1, user_preset_dir=presets_dir)
+        config = resolved.config
+        images = prepare_training_images(list_dataset_files(photos), config.resolution or comps.native_resolution,
+                                         meta.crops or read_crops(photos) or None, config.subject_type)
+        resolved = resolved.for_images(len(images))
     except (ModelLoadError, ValueError, KeyError) as exc:
         send(Failed(error=str(exc), advice="check the base model and the photos, then start again"))
-        return RunOutcome("failed", 0)
-    request = TrainRequest(
-        run_id=run_dir.name, run_dir=run_dir, resolved=resolved, source=source, images=images,
-        class_cache_root=studio.workspace.class_image_cache, resume=resume, device=studio.device, components=comps,
-    )
+        return RunOutcome(RunStatus.FAILED, 0)
+    request = TrainRequest(run=run, resolved=resolved, source=source, images=images,
+                           cache_root=env.cache_root, resume=resume, device=env.device,
+                           components=comps)
     return train(request, send, commands)

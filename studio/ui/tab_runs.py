@@ -1,4 +1,5 @@
-"""Runs tab: every run of this user, its settings, loss curve, previews, downloads; delete."""
+"""Runs tab: every run of this user, its settings, loss curve, previews and labelled downloads; rename; delete
+after a confirmation that names the run. The list refreshes itself when a run starts, ends or is deleted."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.ui import views
-from studio.ui.app import Ctx, friendly
-from studio.ui.tab_train import preview_images
+from studio.ui.kit import Ctx, on, preview_images, servable, then
 
 
 @dataclass
@@ -15,55 +15,101 @@ class RunsTab:
     ctx: Ctx
     table: gr.Dataframe
     picker: gr.Dropdown
-    listing: object
+    details: list  # what `show` fills in for the picked run
+
+    @property
+    def studio(self):
+        return self.ctx.studio
+
+    def listing(self, browser_id, current, request: gr.Request):
+        """The runs as they are now; the picked run stays picked while it exists (never another one)."""
+        runs = self.studio.runs(self.ctx.user(browser_id, request))
+        choices = [(views.run_label(r), r.run_id) for r in runs]
+        ids = [r.run_id for r in runs]
+        value = current if current in ids else (ids[0] if ids and current is None else None)
+        return views.runs_frame(runs), gr.Dropdown(choices=choices, value=value)
+
+    def show(self, browser_id, run_id, request: gr.Request):
+        if not run_id:
+            return "", None, [], None, "", ""
+        user = self.ctx.user(browser_id, request)
+        config, (events, _) = self.studio.run_config(user, run_id), self.studio.events(user, run_id, 0)
+        meta, state = self.studio.run_meta(user, run_id), self.studio.run_state(user, run_id)
+        downloads = self.studio.downloads(user, run_id)
+        text = views.status_markdown(state, events, meta.name) + "\n\n" + views.config_table(
+            config.get("config", {}), config.get("sources", {}), None, self.studio.base_models.native_resolution())
+        plot = views.loss_frame(events) if any(e.kind == "step" for e in events) else None
+        files = [servable(d.path) for d in downloads]
+        return (text, plot, preview_images(self.studio, user, run_id, events), files or None,
+                views.downloads_markdown(downloads), meta.name)
+
+    def refresh_on(self, event, api_name: str | bool = False) -> None:
+        self.show_after(on(event, self.listing, [self.ctx.browser, self.picker], [self.table, self.picker],
+                           api_name=api_name, show_progress="hidden"))
+
+    def show_after(self, listed) -> None:
+        """The picked run's details again after a new list (its status may have changed while it stayed picked)."""
+        then(listed, self.show, [self.ctx.browser, self.picker], self.details, api_name=False, show_progress="hidden")
 
     def on_load(self, loaded) -> None:
-        loaded.then(self.listing, [self.ctx.browser], [self.table, self.picker], api_name=False)
+        self.show_after(then(loaded, self.listing, [self.ctx.browser, self.picker], [self.table, self.picker],
+                             api_name=False, show_progress="hidden"))
+        self.refresh_on(self.ctx.runs_version.change)
 
 
 def build(ctx: Ctx) -> RunsTab:
     studio = ctx.studio
-    with gr.Row():
+    with gr.Row(equal_height=False):
         table = gr.Dataframe(views.runs_frame([]), label="Your runs", interactive=False, scale=3, elem_id="runs-table")
-        with gr.Column(scale=1):
-            refresh = gr.Button("Refresh")
-            picker = gr.Dropdown([], label="Run", elem_id="runs-picker")
-            delete = gr.Button("Delete this run", variant="stop")
-    with gr.Row():
-        with gr.Column():
-            settings_md = gr.Markdown()
-        with gr.Column():
+        with gr.Column(scale=1, min_width=260):
+            refresh = gr.Button("↻ Refresh list", elem_id="runs-refresh")
+            picker = gr.Dropdown([], value=None, label="Run", elem_id="runs-picker")
+            with gr.Row():
+                name = gr.Textbox("", label="Name", scale=3, min_width=140, elem_id="runs-name")
+                rename = gr.Button("Rename", scale=1, min_width=80, elem_id="runs-rename")
+            delete = gr.Button("Delete this run…", variant="stop", elem_id="runs-delete")
+            with gr.Group(visible=False, elem_id="runs-confirm") as confirm:
+                question = gr.Markdown("")
+                with gr.Row():
+                    yes = gr.Button("Yes, delete it", variant="stop", elem_id="runs-delete-yes", min_width=100)
+                    no = gr.Button("Keep it", elem_id="runs-delete-no", min_width=80)
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=280):
+            settings_md = gr.Markdown(elem_id="runs-settings")
+        with gr.Column(min_width=280):
             plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)", height=240)
-            previews = gr.Gallery(label="Previews", columns=4, height=260, object_fit="contain")
+            previews = gr.Gallery(label="Previews", columns=4, height="auto", object_fit="contain")
+            files_md = gr.Markdown("", elem_id="runs-downloads-help")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="runs-downloads")
+    details = [settings_md, plot, previews, downloads, files_md, name]
+    tab = RunsTab(ctx, table, picker, details)
 
-    @friendly(2)
-    def listing(browser_id, request: gr.Request):
-        runs = studio.runs(ctx.user(browser_id, request))
-        choices = [(f"{r['run_id']} · {r['status']}", r["run_id"]) for r in runs]
-        return views.runs_frame(runs), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
-
-    @friendly(4)
-    def show(browser_id, run_id, request: gr.Request):
+    def ask(browser_id, run_id, request: gr.Request):
         if not run_id:
-            return "", None, [], None
-        user = ctx.user(browser_id, request)
-        config, (events, _) = studio.run_config(user, run_id), studio.events(user, run_id, 0)
-        state = studio.run_state(user, run_id)
-        files = [ctx.servable(path) for path in studio.outputs(user, run_id).values()]
-        text = views.status_markdown(state, events) + "\n\n" + views.config_table(config.get("config", {}), config.get("sources", {}))
-        return text, views.loss_frame(events) if any(e.kind == "step" for e in events) else None, preview_images(studio, user, run_id, events), files or None
+            raise ValueError("pick a run first")
+        meta = studio.run_meta(ctx.user(browser_id, request), run_id)
+        return gr.Group(visible=True), f"Delete **{meta.name or run_id}** (`{run_id}`) with all its checkpoints and files?"
 
-    @friendly(2)
-    def remove(browser_id, run_id, request: gr.Request):
+    def remove(browser_id, run_id, version, request: gr.Request):
         if not run_id:
             raise ValueError("pick a run first")
         studio.delete_run(ctx.user(browser_id, request), run_id)
         gr.Info(f"deleted {run_id}")
-        return listing(browser_id, request)
+        return (*tab.listing(browser_id, None, request)[:1], gr.Dropdown(value=None), gr.Group(visible=False),
+                (version or 0) + 1)
 
-    refresh.click(listing, [ctx.browser], [table, picker], api_name="runs_list").then(
-        show, [ctx.browser, picker], [settings_md, plot, previews, downloads], api_name=False)
-    picker.change(show, [ctx.browser, picker], [settings_md, plot, previews, downloads], api_name="runs_show")
-    delete.click(remove, [ctx.browser, picker], [table, picker], api_name="runs_delete")
-    return RunsTab(ctx, table, picker, listing)
+    def renamed(browser_id, run_id, text, version, request: gr.Request):
+        if not run_id:
+            raise ValueError("pick a run first")
+        kept = studio.rename_run(ctx.user(browser_id, request), run_id, text)
+        gr.Info(f"renamed to {kept}")
+        return (version or 0) + 1
+
+    tab.refresh_on(refresh.click, "runs_list")
+    on(picker.input, tab.show, [ctx.browser, picker], details, api_name="runs_show")
+    on(delete.click, ask, [ctx.browser, picker], [confirm, question], api_name="runs_ask_delete")
+    on(no.click, lambda: gr.Group(visible=False), None, confirm, api_name=False)
+    on(yes.click, remove, [ctx.browser, picker, ctx.runs_version], [table, picker, confirm, ctx.runs_version],
+       api_name="runs_delete")
+    on(rename.click, renamed, [ctx.browser, picker, name, ctx.runs_version], ctx.runs_version, api_name="runs_rename")
+    return tab

@@ -1,211 +1,321 @@
-"""Train tab: pick a preset by subject and method, tune it, start a run and watch it live.
+"""Train tab: a preset (by subject and method, or the demo's), its settings shown with where each comes from,
+then a run to watch live: loss, previews, and Pause / Resume / Stop / Sample now.
 
-Only the run id and an event cursor live in the session state; a 1 s timer asks
-the engine for events since the cursor and redraws only what changed.
+Settings are one registry of named components (`TrainTab.fields`): handlers read values by name, never by
+position. Only the run id and an event cursor live in the session; a 1 s timer asks the engine for events since
+the cursor and sends only what changed, so a browser watching a run stays nearly idle.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from studio.ui import views
-from studio.ui.app import Ctx, friendly, skips
+from studio.ui.kit import Ctx, on, preview_images, skips, then
 
-# The order of the settings inputs of /train_start and /train_explain (after browser id, photo set, photo count).
-SETTING_NAMES = ("subject_type", "method", "identifier", "class_noun", *views.ADVANCED_FIELDS, "extra")
 METHODS = ["LoRA", "Full fine-tune"]
-TABLE_FIELDS = ("identifier", "class_noun", "method", *views.ADVANCED_FIELDS[:12], "preview_every", "checkpoint_every")
+SUBJECT_TYPES = ["object", "face", "style"]
+PLOT_EVERY_S = 5.0  # a redrawn chart costs the browser far more than the server: at most one every 5 s while training
+
+# The engine knobs in the "Advanced" accordion, in display order: label, one line of why, and the widget's kind.
+ADVANCED = {
+    "max_steps": ("Steps (0 = auto from photos)", "about 100-200 steps per photo; too many burns the photos in", "int"),
+    "learning_rate": ("Learning rate", "full fine-tunes want ~1e-6 (faces) to 2e-6 (objects); LoRA ~1e-4", "float"),
+    "batch_size": ("Batch size", "photos per step (plus as many class images with prior preservation)", "int"),
+    "lora_rank": ("LoRA rank", "size of the LoRA: 8 for objects, 16+ for faces and styles", "int"),
+    "with_prior_preservation": ("Prior preservation", "trains on the class too, so 'a dog' stays any dog", "bool"),
+    "num_class_images": ("Class images", "pictures of the class drawn by the untouched model, 100-200 usual", "int"),
+    "prior_loss_weight": ("Prior loss weight", "1 = the paper's balance of subject and class", "float"),
+    "snr_gamma": ("Min-SNR gamma (0 = off)", "5 weights the steps that teach most; speeds up learning", "float"),
+    "offset_noise": ("Offset noise", "0.05-0.1 lets the model draw very dark or bright pictures", "float"),
+    "resolution": ("Resolution (0 = model's)", "training size in px; 0 uses the base model's own", "int"),
+    "mixed_precision": ("Mixed precision", "auto: bf16/fp16 on a GPU, full precision on a CPU", ["auto", "no", "fp16", "bf16"]),
+    "gradient_checkpointing": ("Gradient checkpointing (less memory, slower)", "recomputes activations: ~40 % less memory", "bool"),
+    "preview_every": ("Preview every N steps (0 = 4 per run)", "previews show learning and drift as it happens", "int"),
+    "checkpoint_every": ("Checkpoint every N steps (0 = end only)", "earlier checkpoints to go back to if it overfits", "int"),
+    "seed": ("Seed", "the same seed and settings give the same run", "int"),
+}
+TABLE_FIELDS = ("identifier", "class_noun", "method", *list(ADVANCED)[:12], "preview_every", "checkpoint_every")
+# The settings inputs of /train_start and /train_explain (after browser id, photo set, photo count), by name.
+SETTING_NAMES = ("subject_type", "method", "identifier", "class_noun", *ADVANCED, "extra", "preset", "run_name")
+
+
+def advanced_component(name: str) -> gr.components.Component:
+    label, why, kind = ADVANCED[name]
+    if kind == "bool":
+        return gr.Checkbox(label=label, info=why)
+    if isinstance(kind, list):
+        return gr.Dropdown(kind, label=label, info=why)
+    return gr.Number(label=label, info=why, precision=0 if kind == "int" else None, minimum=0)
 
 
 @dataclass
 class TrainTab:
     ctx: Ctx
-    run: gr.State
-    timer: gr.Timer
-    outputs: list
-    demo_outputs: list  # method, identifier, class noun, the Advanced controls, extra settings
+    fields: dict[str, Any]  # setting name -> component, in SETTING_NAMES order
+    buttons: dict[str, gr.Button]  # start, pause, resume, stop, sample
+    status: gr.Markdown
+    progress: gr.Textbox
+    class_progress: gr.Textbox
+    plot: gr.LinePlot
+    previews: gr.Gallery
+    config_md: gr.Markdown
+    id_report: gr.Markdown
+    run: gr.State = field(default_factory=lambda: gr.State(None))
+    timer: gr.Timer = field(default_factory=lambda: gr.Timer(1.0, active=False))
+    saved: gr.BrowserState = field(default_factory=lambda: gr.BrowserState({}, storage_key="dreambooth-studio-train"))
 
-    def fill_demo(self):
-        """The demo subject's identifier, class and preset values, so one more click starts a run that works."""
-        _, presets, overrides = self.ctx.studio.demo_settings()
-        resolved = self.ctx.studio.resolve(presets, overrides, num_images=5)
-        prompts = ", ".join(f'"{p}"' for p in overrides.get("preview_prompts", []))
-        extra = f"preview_prompts = [{prompts}]" if prompts else ""
-        method = METHODS[1] if resolved.config.method == "full" else METHODS[0]
-        return (method, overrides["identifier"], overrides["class_noun"],
-                *views.advanced_values(resolved.config.to_dict(), {}), extra)
+    @property
+    def studio(self):
+        return self.ctx.studio
 
-    def on_load(self, loaded) -> None:
-        loaded.then(self.attach, [self.ctx.browser], [self.run, self.timer], api_name="train_attach")
+    @property
+    def setting_inputs(self) -> list:
+        return [self.fields[name] for name in SETTING_NAMES]
+
+    @property
+    def live_outputs(self) -> list:
+        """What the poll updates; the five displays last (API clients read them from the end)."""
+        return [self.run, self.timer, *(self.buttons[b] for b in ("pause", "resume", "stop", "sample")),
+                self.ctx.runs_version, self.status, self.progress, self.class_progress, self.plot, self.previews]
+
+    @property
+    def demo_outputs(self) -> list:
+        return [self.fields[n] for n in ("subject_type", "method", "preset", "identifier", "class_noun", *ADVANCED, "extra")]
+
+    # -- settings ------------------------------------------------------------------------
+    def values(self, args) -> dict[str, Any]:
+        return dict(zip(SETTING_NAMES, args))
+
+    def preset_values(self, user: str, preset: str, method: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        """(forced overrides, the preset's resolved values, their sources) for a preset run with `method`."""
+        presets = self.studio.presets(user)
+        if preset not in presets:
+            raise ValueError(f"unknown preset {preset!r}; pick one from the list")
+        forced = {} if presets[preset].values.get("method", "lora") == views.method_of(method) else {"method": views.method_of(method)}
+        noun = {} if presets[preset].values.get("class_noun") else {"class_noun": "subject"}
+        resolved = self.studio.resolve([preset], {**forced, **noun}, num_images=1, user=user)
+        return forced, resolved.config.to_dict(), resolved.sources
+
+    def settings(self, user: str, values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """Component values -> (presets, overrides): only what differs from the preset counts as 'set by you'."""
+        preset = values["preset"] or views.preset_name(values["subject_type"], values["method"], self.studio.presets(user))[0]
+        forced, base, _ = self.preset_values(user, preset, values["method"])
+        overrides = dict(forced)
+        for name in ("identifier", "class_noun"):
+            text = (values[name] or "").strip()
+            if text and text != base[name]:
+                overrides[name] = text
+        overrides.update(views.changed_overrides({k: values[k] for k in ADVANCED}, base))
+        overrides.update(views.parse_extra_settings(values["extra"]))
+        return [preset], overrides
+
+    def filled(self, user: str, preset: str, method: str) -> tuple:
+        """The preset's values for the Advanced controls (and its class noun and identifier, when it has them)."""
+        _, config, sources = self.preset_values(user, preset, method)
+        own = self.studio.presets(user)[preset].values
+        return (*views.advanced_values(config, sources, ADVANCED).values(), own.get("identifier") or gr.skip(),
+                own.get("class_noun") or gr.skip())
+
+    def fill(self, browser_id, preset: str, method: str, request: gr.Request):
+        return self.filled(self.ctx.user(browser_id, request), preset, method)
+
+    def explain(self, request: gr.Request, browser_id, count, *args):
+        values = self.values(args)
+        user = self.ctx.user(browser_id, request)
+        presets, overrides = self.settings(user, values)
+        if not overrides.get("class_noun") and values["subject_type"] != "style" and not values["class_noun"]:
+            overrides["class_noun"] = "(class noun)"
+        resolved = self.studio.resolve(presets, overrides, num_images=int(count or 0) or 1, user=user)
+        return f"**Preset `{presets[0]}`**: exactly what Start will run\n\n" + views.config_table(
+            resolved.config.to_dict(), resolved.sources, TABLE_FIELDS, self.studio.base_models.native_resolution())
+
+    def preset_for_subject(self, browser_id, subject_type, method, request: gr.Request):
+        user = self.ctx.user(browser_id, request)
+        preset = views.preset_name(subject_type, method, self.studio.presets(user))[0]
+        return preset, *self.filled(user, preset, method)
+
+    def preset_for_method(self, browser_id, preset, subject_type, method, request: gr.Request):
+        """A new method keeps the preset's family (demo-full <-> demo-lora) where it has one."""
+        user = self.ctx.user(browser_id, request)
+        available = self.studio.presets(user)
+        preset = views.preset_for_method(preset, method, available) or views.preset_name(subject_type, method, available)[0]
+        return preset, *self.filled(user, preset, method)
+
+    def follow_subject(self, browser_id, subject_type, preset, method, request: gr.Request):
+        """The subject type chosen on Curate: keep a preset made for it (the demo's too), else switch."""
+        user = self.ctx.user(browser_id, request)
+        presets = self.studio.presets(user)
+        if preset in presets and presets[preset].values.get("subject_type", "object") == subject_type:
+            return skips(len(ADVANCED) + 4)
+        preset = views.preset_name(subject_type, method, presets)[0]
+        return subject_type, preset, *self.filled(user, preset, method)
+
+    def fill_demo(self, browser_id, request: gr.Request):
+        """The demo subject's preset, so one more click starts a run that works; its class noun and prompts too."""
+        user = self.ctx.user(browser_id, request)
+        _, presets, overrides = self.studio.demo_settings()
+        resolved = self.studio.resolve(presets, overrides, num_images=5, user=user)
+        config = resolved.config
+        method = METHODS[1] if config.method == "full" else METHODS[0]
+        return (config.subject_type, method, presets[0], config.identifier, config.class_noun,
+                *views.advanced_values(config.to_dict(), resolved.sources, ADVANCED).values(), "")
+
+    def check(self, identifier_text, noun):
+        if not (identifier_text or "").strip():
+            return "✗ the identifier is empty; pick a rare word such as `sks`"
+        return views.identifier_markdown(self.studio.check_identifier(identifier_text.strip(), (noun or "thing").strip()))
+
+    def restore(self, saved: dict):
+        """A reopened page gets back the settings this browser last had (they are kept in its localStorage)."""
+        if not isinstance(saved, dict) or not saved:
+            return skips(len(SETTING_NAMES))
+        return tuple(saved.get(name, gr.skip()) for name in SETTING_NAMES)
+
+    # -- the run -------------------------------------------------------------------------
+    def start(self, request: gr.Request, browser_id, dataset_id, count, *args):
+        if not dataset_id:
+            raise ValueError("no photos yet: upload some in the Curate tab first")
+        user = self.ctx.user(browser_id, request)
+        values = self.values(args)
+        presets, overrides = self.settings(user, values)
+        run_id = self.studio.start_training(user, dataset_id, presets, overrides, name=values["run_name"] or "")
+        gr.Info(f"run {run_id} queued")
+        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None
 
     def attach(self, browser_id, request: gr.Request):
-        """Re-attach a reopened page to this user's queued or running run."""
-        run_id = self.ctx.studio.active_run(self.ctx.user(browser_id, request))
+        """A reopened page shows the user's run: the one training now (re-attached), else the newest."""
+        run_id = self.studio.latest_run(self.ctx.user(browser_id, request))
         if run_id is None:
             return gr.skip(), gr.skip()
         return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True)
 
-
-def settings(studio, user: str, values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Component values -> (presets, overrides): only what differs from the preset counts as 'set by you'."""
-    name, forced = views.preset_name(values["subject_type"], values["method"], studio.presets(user))
-    base = studio.resolve([name], {**forced, "class_noun": "subject"}, num_images=1, user=user).config.to_dict()
-    advanced = {k: values[k] for k in views.ADVANCED_FIELDS}
-    overrides = {**forced, "identifier": (values["identifier"] or "").strip()}
-    if (values["class_noun"] or "").strip() and values["class_noun"].strip() != base["class_noun"]:
-        overrides["class_noun"] = values["class_noun"].strip()
-    overrides.update(views.changed_overrides(advanced, base))
-    overrides.update(views.parse_extra_settings(values["extra"]))
-    return [name], overrides
-
-
-def preview_images(studio, user: str, run_id: str, events) -> list[tuple[Image.Image, str]]:
-    items = []
-    for relative, caption in views.preview_items(events):
+    def poll(self, browser_id, current, version, request: gr.Request):
+        if not current or not current.get("run_id"):
+            return gr.skip(), gr.Timer(active=False), *skips(len(self.live_outputs) - 2)
+        user, run_id = self.ctx.user(browser_id, request), current["run_id"]
         try:
-            with Image.open(studio.run_file(user, run_id, relative)) as image:
-                items.append((image.convert("RGB"), caption))
-        except (KeyError, OSError):
-            continue
-    return items
+            new, cursor = self.studio.events(user, run_id, current["cursor"])
+        except KeyError:  # the run was deleted (or never was this user's): stop polling
+            return (None, gr.Timer(active=False), *skips(5), views.status_markdown(None, []), *skips(4))
+        state = self.studio.run_state(user, run_id)
+        done = state.status.is_terminal and not new
+        events, _ = self.studio.events(user, run_id, 0) if new or current["cursor"] == 0 or done else ([], 0)
+        has = {e.kind for e in new}
+        now = time.monotonic()
+        redraw_plot = "step" in has and (now - current.get("plot_at", 0) >= PLOT_EVERY_S or state.status.is_terminal)
+        status = views.status_markdown(state, events, self.studio.run_meta(user, run_id).name) if events else None
+        controls = views.controls(state)
+        memo = {"run_id": run_id, "cursor": cursor, "plot_at": now if redraw_plot else current.get("plot_at", 0),
+                "status": status or current.get("status"), "controls": controls,
+                "ended": state.status.is_terminal}
+        buttons = [gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
+                   for b in ("pause", "resume", "stop", "sample")]
+        return (memo, gr.Timer(active=not done), *buttons,
+                (version or 0) + 1 if state.status.is_terminal and not current.get("ended") else gr.skip(),
+                status if status is not None and status != current.get("status") else gr.skip(),
+                views.progress_text(events) if new else gr.skip(),
+                views.class_images_text(events) if "class_images" in has else gr.skip(),
+                views.loss_frame(events) if redraw_plot else gr.skip(),
+                preview_images(self.studio, user, run_id, events) if "preview" in has else gr.skip())
+
+    def control(self, action: str, verb: str):
+        def handler(browser_id, current, request: gr.Request):
+            if not current or not current.get("run_id"):
+                raise ValueError("no run to control; press Start first")
+            getattr(self.studio, action)(self.ctx.user(browser_id, request), current["run_id"])
+            gr.Info(verb)
+            return f"**Run `{current['run_id']}`: {verb}**", gr.Timer(active=True)
+        return handler
+
+    # -- wiring ----------------------------------------------------------------------------
+    def wire(self) -> None:
+        ctx, f = self.ctx, self.fields
+        advanced = [f[name] for name in ADVANCED]
+        explain_inputs = [ctx.browser, ctx.photo_count, *self.setting_inputs]
+
+        filled = [*advanced, f["identifier"], f["class_noun"]]
+        # .input, not .change: only the user's own choice refills; the demo button sets these with its own values
+        on(f["subject_type"].input, self.preset_for_subject, [ctx.browser, f["subject_type"], f["method"]],
+           [f["preset"], *filled], api_name=False)
+        on(f["method"].input, self.preset_for_method, [ctx.browser, f["preset"], f["subject_type"], f["method"]],
+           [f["preset"], *filled], api_name=False)
+        on(ctx.subject_type.change, self.follow_subject, [ctx.browser, ctx.subject_type, f["preset"], f["method"]],
+           [f["subject_type"], f["preset"], *filled], api_name=False)
+        on(f["preset"].input, self.fill, [ctx.browser, f["preset"], f["method"]], filled, api_name="train_fill")
+        on([f["identifier"].change, f["class_noun"].change], self.check, [f["identifier"], f["class_noun"]], self.id_report,
+           api_name="train_check", trigger_mode="always_last")
+        on([c.change for c in self.setting_inputs] + [ctx.photo_count.change], self.explain, explain_inputs, self.config_md,
+           api_name="train_explain", trigger_mode="always_last", show_progress="hidden")
+        gr.on([c.change for c in self.setting_inputs], lambda *a: dict(zip(SETTING_NAMES, a)), self.setting_inputs,
+              self.saved, api_name=False, trigger_mode="always_last", show_progress="hidden")
+        on(self.buttons["start"].click, self.start, [ctx.browser, ctx.dataset, ctx.photo_count, *self.setting_inputs],
+           [self.run, self.timer, self.previews, self.plot], api_name="train_start").then(
+            lambda v: (v or 0) + 1, ctx.runs_version, ctx.runs_version, api_name=False)  # lists show the new run
+        on(self.timer.tick, self.poll, [ctx.browser, self.run, ctx.runs_version], self.live_outputs, api_name="train_poll",
+           show_progress="hidden")
+        for action, verb in (("pause", "pausing"), ("resume", "resumed"), ("stop", "stopping"),
+                             ("sample_now", "a preview will be drawn at the next step")):
+            button = self.buttons["sample" if action == "sample_now" else action]
+            on(button.click, self.control(action, verb), [ctx.browser, self.run], [self.status, self.timer],
+               api_name=f"train_{action}")
+
+    def on_load(self, loaded) -> None:
+        restored = then(loaded, self.restore, [self.saved], self.setting_inputs, api_name=False, show_progress="hidden")
+        then(restored, self.attach, [self.ctx.browser], [self.run, self.timer], api_name="train_attach")
 
 
 def build(ctx: Ctx) -> TrainTab:
     studio = ctx.studio
-    with gr.Row():
-        with gr.Column(scale=1):
-            subject = gr.Radio(["object", "face", "style"], value="object", label="Subject type")
-            method = gr.Radio(METHODS, value="LoRA", label="Method",
-                              info="LoRA: small file, little memory. Full: best likeness, needs a big GPU.")
-            with gr.Row():
-                identifier = gr.Textbox("sks", label="Identifier (rare word)", elem_id="identifier")
-                class_noun = gr.Textbox("", label="Class noun", placeholder="dog, person, toy...", elem_id="class-noun")
+    first = studio.resolve(["object-lora"], {"class_noun": "subject"}, num_images=1)
+    with gr.Row(elem_id="train-controls"):
+        buttons = {"start": gr.Button("Start", variant="primary", elem_id="train-start", min_width=90),
+                   "pause": gr.Button("Pause", interactive=False, elem_id="train-pause", min_width=80),
+                   "resume": gr.Button("Resume", interactive=False, elem_id="train-resume", min_width=80),
+                   "stop": gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop", min_width=80),
+                   "sample": gr.Button("Sample now", interactive=False, elem_id="train-sample", min_width=100)}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            fields = _settings_panel(studio, first)
             id_report = gr.Markdown("", elem_id="identifier-report")
-            with gr.Accordion("Advanced", open=False):
-                adv = {
-                    "max_steps": gr.Number(label="Steps (0 = auto from photos)", precision=0, minimum=0),
-                    "learning_rate": gr.Number(label="Learning rate", minimum=0),
-                    "batch_size": gr.Number(label="Batch size", precision=0, minimum=1),
-                    "lora_rank": gr.Number(label="LoRA rank", precision=0, minimum=1),
-                    "with_prior_preservation": gr.Checkbox(label="Prior preservation"),
-                    "num_class_images": gr.Number(label="Class images", precision=0, minimum=1),
-                    "prior_loss_weight": gr.Number(label="Prior loss weight", minimum=0),
-                    "snr_gamma": gr.Number(label="Min-SNR gamma (0 = off)", minimum=0),
-                    "offset_noise": gr.Number(label="Offset noise", minimum=0),
-                    "resolution": gr.Number(label="Resolution (0 = model's)", precision=0, minimum=0),
-                    "mixed_precision": gr.Dropdown(["auto", "no", "fp16", "bf16"], label="Mixed precision"),
-                    "gradient_checkpointing": gr.Checkbox(label="Gradient checkpointing (less memory, slower)"),
-                    "preview_every": gr.Number(label="Preview every N steps (0 = 4 per run)", precision=0, minimum=0),
-                    "checkpoint_every": gr.Number(label="Checkpoint every N steps (0 = end only)", precision=0, minimum=0),
-                    "seed": gr.Number(label="Seed", precision=0, minimum=0),
-                }
-                extra = gr.Textbox(label="Extra settings (TOML `key = value` lines)", lines=2,
-                                   placeholder="preview_seeds = [0, 1]\nclass_image_steps = 20")
             config_md = gr.Markdown(elem_id="resolved-config")
-        with gr.Column(scale=2):
-            with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id="train-start")
-                pause = gr.Button("Pause")
-                resume = gr.Button("Resume")
-                stop = gr.Button("Stop", variant="stop")
-                sample = gr.Button("Sample now")
+        with gr.Column(scale=2, min_width=300):
             status = gr.Markdown(views.status_markdown(None, []), elem_id="train-status")
             with gr.Row():
-                progress = gr.Textbox(label="Progress", interactive=False, elem_id="train-progress")
-                class_progress = gr.Textbox(label="Class-image progress", interactive=False)
+                progress = gr.Textbox(label="Progress", interactive=False, elem_id="train-progress", min_width=160)
+                class_progress = gr.Textbox(label="Class-image progress", interactive=False, min_width=160)
             plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)",
                                height=260, elem_id="loss-plot")
-            previews = gr.Gallery(label="Previews (class prompt shows drift)", columns=4, height=300,
+            previews = gr.Gallery(label="Previews (the class prompt shows drift)", columns=4, height="auto",
                                   object_fit="contain", elem_id="preview-gallery")
-    first = studio.resolve(["object-lora"], {"class_noun": "subject"}, num_images=1)
-    for component, value in zip(adv.values(), views.advanced_values(first.config.to_dict(), first.sources)):
-        component.value = value
-    run = gr.State(None)
-    timer = gr.Timer(1.0, active=False)
-    setting_inputs = [subject, method, identifier, class_noun, *adv.values(), extra]
+    tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, previews, config_md, id_report)
+    tab.wire()
+    return tab
 
-    def values_of(args) -> dict[str, Any]:
-        return dict(zip(SETTING_NAMES, args))
 
-    @friendly()
-    def explain(request: gr.Request, browser_id, count, *args):
-        values = values_of(args)
-        user = ctx.user(browser_id, request)
-        presets, overrides = settings(studio, user, values)
-        if not overrides.get("class_noun") and values["subject_type"] != "style" and not values["class_noun"]:
-            overrides["class_noun"] = "(class noun)"
-        resolved = studio.resolve(presets, overrides, num_images=int(count or 0), user=user)
-        return f"**Preset `{presets[0]}`**\n\n" + views.config_table(resolved.config.to_dict(), resolved.sources, TABLE_FIELDS)
-
-    @friendly(len(adv) + 1)
-    def fill(browser_id, subject_type, method_name, noun, request: gr.Request):
-        user = ctx.user(browser_id, request)
-        name, forced = views.preset_name(subject_type, method_name, studio.presets(user))
-        resolved = studio.resolve([name], {**forced, "class_noun": noun or "subject"}, num_images=1, user=user)
-        preset_noun = studio.presets(user)[name].values.get("class_noun")
-        return (*views.advanced_values(resolved.config.to_dict(), resolved.sources), preset_noun or gr.skip())
-
-    @friendly()
-    def check(identifier_text, noun):
-        if not (identifier_text or "").strip():
-            return "❌ the identifier is empty; pick a rare word such as `sks`"
-        return views.identifier_markdown(studio.check_identifier(identifier_text.strip(), (noun or "thing").strip()))
-
-    @friendly(4)
-    def start_run(request: gr.Request, browser_id, dataset_id, count, *args):
-        if not dataset_id:
-            raise ValueError("no photos yet: upload some in the Curate tab first")
-        user = ctx.user(browser_id, request)
-        presets, overrides = settings(studio, user, values_of(args))
-        run_id = studio.start_training(user, dataset_id, presets, overrides)
-        gr.Info(f"run {run_id} queued")
-        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None
-
-    def poll(browser_id, current, request: gr.Request):
-        if not current or not current.get("run_id"):
-            return gr.skip(), gr.Timer(active=False), *skips(5)
-        user, run_id = ctx.user(browser_id, request), current["run_id"]
-        try:
-            new, cursor = studio.events(user, run_id, current["cursor"])
-        except KeyError:  # the run was deleted (or never was this user's): stop polling
-            return None, gr.Timer(active=False), views.status_markdown(None, []), *skips(4)
-        state = studio.run_state(user, run_id)
-        events, _ = studio.events(user, run_id, 0) if new or state.status == "queued" else ([], 0)
-        done = views.is_terminal(state.status) and not new
-        has = {e.kind for e in new}
-        return ({"run_id": run_id, "cursor": cursor}, gr.Timer(active=not done),
-                views.status_markdown(state, events) if new or current["cursor"] == 0 or state.status == "queued" else gr.skip(),
-                views.progress_text(events) if new else gr.skip(),
-                views.class_images_text(events) if "class_images" in has else gr.skip(),
-                views.loss_frame(events) if "step" in has else gr.skip(),
-                preview_images(studio, user, run_id, events) if "preview" in has else gr.skip())
-
-    def control(action: str, verb: str):
-        @friendly()
-        def handler(browser_id, current, request: gr.Request):
-            if not current or not current.get("run_id"):
-                raise ValueError("no run to control; press Start first")
-            getattr(studio, action)(ctx.user(browser_id, request), current["run_id"])
-            gr.Info(verb)
-            return f"**Run `{current['run_id']}`: {verb}**"
-        return handler
-
-    # method.input, not .change: the demo button sets the method with its own values, which a refill would undo
-    gr.on([subject.change, method.input], fill, [ctx.browser, subject, method, class_noun], [*adv.values(), class_noun],
-          api_name="train_fill").then(explain, [ctx.browser, ctx.photo_count, *setting_inputs], config_md, api_name=False)
-    gr.on([identifier.change, class_noun.change], check, [identifier, class_noun], id_report, api_name="train_check",
-          trigger_mode="always_last")
-    gr.on([c.change for c in setting_inputs[2:]] + [ctx.photo_count.change], explain,
-          [ctx.browser, ctx.photo_count, *setting_inputs], config_md, api_name="train_explain", trigger_mode="always_last")
-    ctx.subject.change(lambda s: s, ctx.subject, subject, api_name=False)
-    start.click(start_run, [ctx.browser, ctx.dataset, ctx.photo_count, *setting_inputs], [run, timer, previews, plot],
-                api_name="train_start")
-    live = [run, timer, status, progress, class_progress, plot, previews]
-    timer.tick(poll, [ctx.browser, run], live, api_name="train_poll", show_progress="hidden")
-    for button, action, verb in ((pause, "pause", "pausing"), (resume, "resume", "resumed"), (stop, "stop", "stopping"),
-                                 (sample, "sample_now", "a preview will be drawn at the next step")):
-        button.click(control(action, verb), [ctx.browser, run], status, api_name=f"train_{action}")
-    return TrainTab(ctx, run, timer, live, [method, identifier, class_noun, *adv.values(), extra])
+def _settings_panel(studio, first) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    with gr.Row():
+        fields["subject_type"] = gr.Radio(SUBJECT_TYPES, value="object", label="Subject type", elem_id="train-subject")
+        fields["method"] = gr.Radio(METHODS, value="LoRA", label="Method", elem_id="train-method",
+                                    info="LoRA: small file, little memory. Full: best likeness, needs a big GPU.")
+    fields["preset"] = gr.Dropdown(sorted(studio.presets()), value="object-lora", label="Preset",
+                                   info="follows the subject type and method; the demo has its own", elem_id="train-preset")
+    with gr.Row():
+        fields["identifier"] = gr.Textbox("sks", label="Identifier (rare word)", elem_id="identifier", min_width=120)
+        fields["class_noun"] = gr.Textbox("", label="Class noun", placeholder="dog, person, toy...", elem_id="class-noun",
+                                          min_width=120)
+    fields["run_name"] = gr.Textbox("", label="Run name (optional)", elem_id="run-name",
+                                    placeholder="default: <identifier> <class> · <preset> · <date>")
+    with gr.Accordion("Advanced", open=False):
+        defaults = views.advanced_values(first.config.to_dict(), first.sources, ADVANCED)
+        for name in ADVANCED:
+            fields[name] = advanced_component(name)
+            fields[name].value = defaults[name]
+        fields["extra"] = gr.Textbox(label="Extra settings (TOML `key = value` lines)", lines=2,
+                                     info="any other setting of studio/config.py, e.g. class_image_steps",
+                                     placeholder="preview_seeds = [0, 1]\nclass_image_steps = 20")
+    return {name: fields[name] for name in SETTING_NAMES}

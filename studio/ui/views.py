@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-LOSS_SERIES = (("total", "loss"), ("instance", "instance_loss"), ("prior", "prior_loss"))
+from studio.config import AUTO_FIELDS, DERIVED
+from studio.events import Failed, Finished
+from studio.runs import RunStatus
+from studio.workspace import ID_PATTERN as USER_ID
 
-# The engine knobs offered in the Train tab's "Advanced" accordion, in display order.
-ADVANCED_FIELDS = (
-    "max_steps", "learning_rate", "batch_size", "lora_rank", "with_prior_preservation", "num_class_images",
-    "prior_loss_weight", "snr_gamma", "offset_noise", "resolution", "mixed_precision", "gradient_checkpointing",
-    "preview_every", "checkpoint_every", "seed",
-)
-# Fields where 0 means "derive it" (shown as 0 unless the user typed a number).
-AUTO_ZERO = ("max_steps", "preview_every")
-USER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
+LOSS_SERIES = (("total", "loss"), ("instance", "instance_loss"), ("prior", "prior_loss"))
 
 
 # -- training events ------------------------------------------------------------------
@@ -83,8 +79,8 @@ def progress_text(events: Iterable[Any], window: int = 10) -> str:
         return f"step {last.step}/{last.max_steps}"
     rate = len(recent) / sum(recent)
     speed = f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it"
-    eta = format_duration(max(0, last.max_steps - last.step) / rate)
-    return f"step {last.step}/{last.max_steps} · {speed} · ETA {eta}"
+    left = format_duration(max(0, last.max_steps - last.step) / rate)
+    return f"step {last.step}/{last.max_steps} · {speed} · {left} left"
 
 
 def class_images_text(events: Iterable[Any]) -> str:
@@ -97,47 +93,78 @@ def class_images_text(events: Iterable[Any]) -> str:
     return f"class images {last.done}/{last.total} · {state}{reused}"
 
 
-def status_markdown(state: Any | None, events: Iterable[Any]) -> str:
-    """Run status, queue position, latest phase, notices and (on failure) the error with advice."""
+def status_markdown(state: Any | None, events: Iterable[Any], name: str = "") -> str:
+    """Run status, queue position, latest phase, notices, what Stop kept and (on failure) the error with advice."""
     if state is None:
         return "No run yet. Curate photos, then press **Start**."
     events = list(events)
-    lines = [f"**Run `{state.run_id}`: {state.status}**"]
-    if state.status == "queued" and state.queue_position > 0:
+    lines = [f"**{name or 'Run'}** (`{state.run_id}`): **{state.status}**"]
+    if state.status == RunStatus.QUEUED and state.queue_position > 0:
         lines[0] += f" · {state.queue_position} run(s) ahead of yours"
     phases = _kind(events, "phase")
-    if phases and state.status in ("running", "paused", "queued"):
+    if phases and state.status in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.QUEUED):
         lines.append(f"phase: {phases[-1].name}" + (f" ({phases[-1].detail})" if phases[-1].detail else ""))
     for notice in _kind(events, "notice")[-3:]:
         lines.append(f"ℹ️ {notice.message}")
-    failed = _kind(events, "failed")
-    if state.status == "failed" and failed:
+    failed = _kind(events, Failed.kind)
+    if state.status == RunStatus.FAILED and failed:
         lines.append(f"❌ **{failed[-1].error}**")
         if failed[-1].advice:
             lines.append(f"💡 {failed[-1].advice}")
-    finished = _kind(events, "finished")
-    if state.status == "finished" and finished:
-        lines.append(f"✅ finished in {format_duration(finished[-1].seconds)}; try it in the **Generate** tab")
-    return "\n\n".join(lines)
+    finished = _kind(events, Finished.kind)
+    if state.status == RunStatus.FINISHED and finished:
+        lines.append(f"✓ finished in {format_duration(finished[-1].seconds)}; try it in the **Generate** tab")
+    if state.status in (RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED):
+        lines.append(resume_note(state))
+    return "\n\n".join(line for line in lines if line)
 
 
-def is_terminal(status: str) -> bool:
-    return status in ("finished", "failed", "cancelled", "interrupted")
+def resume_note(state: Any) -> str:
+    """What a stopped run kept, and what Resume will do with it."""
+    where = f"stopped at step {state.step} of {state.max_steps}"
+    checkpoint = getattr(state, "checkpoint", "")
+    if not checkpoint:
+        return f"{where}; no checkpoint was saved, so **Resume** starts it again from step 0"
+    return f"{where}; checkpoint `{checkpoint}` kept. **Resume** continues from it to step {state.max_steps}"
+
+
+def controls(state: Any | None) -> dict[str, bool]:
+    """Which run buttons can act now (the others are greyed out)."""
+    status = getattr(state, "status", None)
+    live = status in (RunStatus.RUNNING, RunStatus.QUEUED)
+    return {"pause": status == RunStatus.RUNNING, "stop": live or status == RunStatus.PAUSED,
+            "sample": status == RunStatus.RUNNING,
+            "resume": status == RunStatus.PAUSED or bool(state is not None and getattr(state, "resumable", False))}
 
 
 # -- curation -------------------------------------------------------------------------
 def verdict_caption(verdict: Any, manual_crop: bool = False) -> str:
-    if verdict.accepted:
-        text = f"✓ {verdict.name}"
+    """The gallery's short label, status first (a long caption is cut off at its end): "✓ ok", "⚠ 2 warnings: blurry,
+    duplicate" or "✗ rejected: <reason, cut short>", then the name. The full texts are in curation_markdown."""
+    from studio.data.curate import warning_tag  # the short word for each of curate's warnings
+
+    def clip(text: str, limit: int) -> str:  # at a word break when there is one in the second half
+        if len(text) <= limit:
+            return text
+        cut = text[:limit - 1]
+        if " " in cut[limit // 2:]:
+            cut = cut[:cut.rindex(" ")]
+        return cut.rstrip(" ,;:") + "…"
+
+    if not verdict.accepted:
+        status = "✗ rejected: " + clip(re.sub(r"^is ", "", verdict.reason or "not usable"), 32)
+    elif verdict.warnings:
+        n = len(verdict.warnings)
+        tags = dict.fromkeys(warning_tag(w) for w in verdict.warnings)  # in order, each once
+        status = f"⚠ {n} warning{'s' if n > 1 else ''}: {', '.join(tags)}"
     else:
-        text = f"✗ {verdict.name}: {verdict.reason}"
+        status = "✓ ok"
+    text = f"{status} · {verdict.name}"
     if manual_crop:
         text += " · ✂ your crop"
     caption = getattr(verdict, "caption", None)
     if caption:
-        text += f" · “{caption if len(caption) <= 40 else caption[:39] + '…'}”"
-    if verdict.warnings:
-        text += " · ⚠ " + "; ".join(verdict.warnings)
+        text += f" · “{clip(caption, 40)}”"
     return text
 
 
@@ -175,20 +202,51 @@ def crop_note(name: str, edit: dict[str, Any] | None) -> str:
 
 
 def curation_markdown(report: Any) -> str:
+    """Shown above the gallery: the count and its advice, then every rejected photo with its reason and advice, every
+    photo with warnings with all of them in full, and the warnings about the set."""
+    def code(name: str) -> str:  # a file name as code; a backquote in it would end the code early
+        return "`" + name.replace("`", "'") + "`"
+
     accepted = sum(1 for v in report.verdicts if v.accepted)
     lines = [f"**{accepted} of {len(report.verdicts)} photos accepted.** {report.count_advice}"]
-    for verdict in report.verdicts:
-        if not verdict.accepted:
-            lines.append(f"- ✗ `{verdict.name}`: {verdict.reason}" + (f" — {verdict.advice}" if verdict.advice else ""))
-    for warning in report.warnings:
-        lines.append(f"- ⚠ {warning}")
+    rejected = [v for v in report.verdicts if not v.accepted]
+    if rejected:
+        lines += ["", f"**✗ Rejected ({len(rejected)})**"]
+        lines += [f"- {code(v.name)}: {v.reason}" + (f" — {v.advice}" if v.advice else "") for v in rejected]
+    warned = [v for v in report.verdicts if v.accepted and v.warnings]
+    if warned:
+        lines += ["", f"**⚠ Warnings ({len(warned)} photo{'s' if len(warned) > 1 else ''})**"]
+        for verdict in warned:
+            if len(verdict.warnings) == 1:
+                lines.append(f"- {code(verdict.name)}: {verdict.warnings[0]}")
+            else:
+                lines.append(f"- {code(verdict.name)}:")
+                lines += [f"    - {warning}" for warning in verdict.warnings]
+    if report.warnings:
+        lines += ["", "**⚠ About the set**"]
+        lines += [f"- {warning}" for warning in report.warnings]
+    if not rejected and not warned and not report.warnings:
+        lines += ["", "✓ No warnings."]
     return "\n".join(lines)
 
 
 # -- configuration --------------------------------------------------------------------
+def method_of(method: str) -> str:
+    """The Method radio's label as the config's word."""
+    return "full" if str(method).lower().startswith("full") else "lora"
+
+
+def preset_for_method(current: str, method: str, available: Iterable[str]) -> str | None:
+    """Switching the method keeps the preset's family: demo-full <-> demo-lora, face-full <-> face-lora.
+    None when the family has no preset for that method."""
+    family = current.rsplit("-", 1)[0] if current and "-" in current else ""
+    name = f"{family}-{method_of(method)}"
+    return name if family and name in set(available) else None
+
+
 def preset_name(subject_type: str, method: str, available: Iterable[str]) -> tuple[str, dict[str, Any]]:
     """The preset for a subject type and method ("lora"/"full"), plus any override the preset lacks."""
-    method = "full" if method.lower().startswith("full") else "lora"
+    method = method_of(method)
     available = set(available)
     name = f"{subject_type}-{method}"
     if name in available:
@@ -204,25 +262,27 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def config_table(config: dict[str, Any], sources: dict[str, str] | None, names: Sequence[str] | None = None) -> str:
-    """Markdown table: setting | value | why (preset reason, "set by you", derived, or default); no why without sources."""
+def config_table(config: dict[str, Any], sources: dict[str, str] | None, names: Sequence[str] | None = None,
+                 native_resolution: int | None = None) -> str:
+    """Markdown table: setting | value | why (preset reason, "set by you", derived, or default); no why without sources.
+    A resolution of 0 is shown as the base model's, which is what the run will use."""
     names = list(names) if names is not None else list(config)
     rows = ["| setting | value | why |", "|---|---|---|"] if sources is not None else ["| setting | value |", "|---|---|"]
     for name in names:
-        row = f"| `{name}` | {format_value(config.get(name)).replace('|', '/')} |"
+        value = format_value(config.get(name))
+        if name == "resolution" and not config.get(name) and native_resolution:
+            value = f"{native_resolution} (the base model's)"
+        row = f"| `{name}` | {value.replace('|', '/')} |"
         if sources is not None:
             row += f" {sources.get(name, 'default').replace('|', '/')} |"
         rows.append(row)
     return "\n".join(rows)
 
 
-def advanced_values(config: dict[str, Any], sources: dict[str, str]) -> list[Any]:
-    """Values to fill the Advanced controls with; derived fields show 0 (= auto)."""
-    out = []
-    for name in ADVANCED_FIELDS:
-        derived = sources.get(name, "").startswith("derived")
-        out.append(0 if name in AUTO_ZERO and derived else config.get(name))
-    return out
+def advanced_values(config: dict[str, Any], sources: dict[str, str], names: Sequence[str]) -> dict[str, Any]:
+    """Values to fill the Advanced controls (`names`) with; derived fields show 0 (= auto)."""
+    return {name: 0 if name in AUTO_FIELDS and sources.get(name, "").startswith(DERIVED) else config.get(name)
+            for name in names}
 
 
 def changed_overrides(values: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +293,7 @@ def changed_overrides(values: dict[str, Any], base: dict[str, Any]) -> dict[str,
             continue
         if isinstance(base.get(name), int) and not isinstance(base.get(name), bool) and isinstance(value, float):
             value = int(value) if value.is_integer() else value
-        if name in AUTO_ZERO and value == 0:
+        if name in AUTO_FIELDS and value == 0:
             continue
         if value != base.get(name):
             out[name] = value
@@ -265,18 +325,6 @@ def identifier_markdown(report: Any) -> str:
     return "\n\n".join(parts)
 
 
-def trigger_phrase(config: dict[str, Any]) -> str:
-    """The instance prompt of a run's config (plain, or as saved: {config, sources}), e.g. "a photo of sks dog"."""
-    config = config.get("config", config) if config else config
-    if not config:
-        return ""
-    template = config.get("instance_prompt", "a photo of {identifier} {class_noun}")
-    try:
-        return template.format(identifier=config.get("identifier", ""), class_noun=config.get("class_noun", "")).strip()
-    except (KeyError, IndexError, ValueError):
-        return ""
-
-
 # -- drawing and runs -----------------------------------------------------------------
 def parse_lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
@@ -293,10 +341,26 @@ def parse_seeds(text: str, default: int = 0) -> list[int]:
         raise ValueError(f"seeds must be whole numbers separated by commas, got {text!r}") from exc
 
 
-def runs_frame(runs: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    rows = [{"run": r["run_id"], "status": r["status"], "steps": f"{r['step']}/{r['max_steps']}",
-             "presets": ", ".join(r.get("presets") or [])} for r in runs]
-    return pd.DataFrame(rows, columns=["run", "status", "steps", "presets"])
+def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    rows = [{"name": r.name or r.run_id, "status": str(r.status), "steps": f"{r.step}/{r.max_steps}",
+             "presets": ", ".join(r.presets or []), "started": _date(r.created), "run": r.run_id} for r in runs]
+    return pd.DataFrame(rows, columns=["name", "status", "steps", "presets", "started", "run"])
+
+
+def run_label(run: Any) -> str:
+    """How a run is named in pickers: its name (or id) and status."""
+    return f"{run.name or run.run_id} · {run.status}"
+
+
+def _date(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else ""
+
+
+def downloads_markdown(downloads: Sequence[Any]) -> str:
+    """What each downloadable file is for."""
+    if not downloads:
+        return "Nothing to download yet: the run has not finished."
+    return "\n".join(f"- **{d.name}**: {d.label}" for d in downloads)
 
 
 def sanitise_user(name: str) -> str | None:

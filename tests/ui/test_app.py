@@ -44,7 +44,7 @@ def train_args(**values) -> list:
             "learning_rate": 1e-4, "batch_size": 1, "lora_rank": 4, "with_prior_preservation": True,
             "num_class_images": 2, "prior_loss_weight": 1.0, "snr_gamma": 0, "offset_noise": 0, "resolution": 32,
             "mixed_precision": "auto", "gradient_checkpointing": False, "preview_every": 2, "checkpoint_every": 0,
-            "seed": 0, "extra": FAST}
+            "seed": 0, "extra": FAST, "preset": "object-lora", "run_name": ""}
     base.update(values)
     return [base[name] for name in SETTING_NAMES]
 
@@ -56,13 +56,11 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
 
 
-def launch(studio, shared: bool):
-    from studio.ui import build_app
+def launch(studio):
     from studio.ui.app import serve
 
-    demo = build_app(studio, shared=shared)
     port = free_port()
-    serve(demo, shared, prevent_thread_lock=True, server_port=port, quiet=True)  # the page `python app.py` serves
+    demo = serve(studio, prevent_thread_lock=True, server_port=port, quiet=True)  # the page `python app.py` serves
     return demo, f"http://127.0.0.1:{port}/"
 
 
@@ -71,7 +69,7 @@ def local_app(tiny_model, tmp_path_factory):
     from studio.engine import Studio
 
     studio = Studio(root=tmp_path_factory.mktemp("home"), base_model=str(tiny_model))
-    demo, url = launch(studio, shared=False)
+    demo, url = launch(studio)
     yield studio, url
     demo.close()
 
@@ -128,7 +126,7 @@ def test_full_flow(local_app, tmp_path):
     assert frame  # loss points arrived
 
     # reconnecting (a new client, same local user) re-attaches to the newest active run: none now, it finished
-    run_id = studio.runs("local")[0]["run_id"]
+    run_id = studio.runs("local")[0].run_id
     model, _, prompt, _ = c.predict("", api_name="/generate_refresh_all")
     assert model["value"] == f"run:{run_id}" and prompt == "a photo of sks dog"  # the last run's trigger phrase
     gallery, timing = c.predict("", f"run:{run_id}", "a photo of sks dog", "", "ddim", 2, 7.5, 3, 2, api_name="/generate")
@@ -150,10 +148,12 @@ def test_full_flow(local_app, tmp_path):
     original, result = c.predict("", f"run:{run_id}", editor, None, "a photo of sks dog", 0.9, 2, 0, api_name="/inpaint")
     assert Path(result).is_file() and Path(original).is_file()
 
-    table, _ = c.predict("", api_name="/runs_list")
-    _, _, previews, downloads = c.predict("", run_id, api_name="/runs_show")
+    table, _ = c.predict("", None, api_name="/runs_list")
+    _, _, previews, downloads, labels, name = c.predict("", run_id, api_name="/runs_show")
     names = sorted(Path(d).name for d in downloads)
     assert "pytorch_lora_weights.safetensors" in names and previews
+    assert "for diffusers" in labels and "for A1111 / ComfyUI" in labels  # each download says what it is for
+    assert name.startswith("sks dog · object-lora · ")  # a run is named for what it is unless the user names it
     assert all(str(studio.workspace.root) not in str(d) for d in downloads)  # copies, not workspace paths
 
 
@@ -173,8 +173,8 @@ def test_errors_are_warnings_not_crashes(local_app):
 def test_shared_mode_isolates_users_and_reattaches(tiny_model, tmp_path):
     from studio.engine import Studio
 
-    studio = Studio(root=tmp_path / "home", base_model=str(tiny_model))
-    demo, url = launch(studio, shared=True)
+    studio = Studio(root=tmp_path / "home", base_model=str(tiny_model), shared=True)
+    demo, url = launch(studio)
     try:
         alice, bob = client(url), client(url)
         alice_id = alice.predict("", api_name="/hello")
@@ -184,16 +184,16 @@ def test_shared_mode_isolates_users_and_reattaches(tiny_model, tmp_path):
         alice.predict(alice_id, [handle_file(str(p)) for p in photos], "object", 32, api_name="/curate_upload")
         alice.predict(alice_id, *train_args(max_steps=40, preview_every=0), api_name="/train_start")
 
-        table, picker = bob.predict(bob_id, api_name="/runs_list")
+        table, picker = bob.predict(bob_id, None, api_name="/runs_list")
         assert not table["data"] or table["data"] == [[None] * 4] or len(table["data"]) == 0
         with pytest.raises(Exception, match="no run|not in the list of choices"):
-            bob.predict(bob_id, studio.runs(alice_user(studio))[0]["run_id"], api_name="/runs_delete")
+            bob.predict(bob_id, studio.runs(alice_user(studio))[0].run_id, api_name="/runs_delete")
 
         # a reload (a new client with the same browser id) re-attaches to the running job
         again = client(url)
         again.predict(alice_id, api_name="/train_attach")
         result = again.predict(alice_id, api_name="/train_poll")
-        assert "Run `r" in str(result)
+        assert "(`r" in str(result) and "running" in str(result)  # the run, by its name and id
         again.predict(alice_id, api_name="/train_stop")
         deadline = time.time() + 90
         while studio.active_run(alice_user(studio)) and time.time() < deadline:

@@ -19,14 +19,10 @@ from tests.ui.test_app import launch, make_photos  # noqa: E402
 
 
 @contextmanager
-def app_page(tmp_path):
-    """The app on a tiny model, served on a local port, and a chromium page opened on it."""
+def browser_page(studio):
+    """`studio`'s app, served on a local port as `python app.py` serves it, and a chromium page opened on it."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from studio.engine import Studio
-    from tests.tiny import build_tiny_sd
-
-    studio = Studio(root=tmp_path / "home", base_model=str(build_tiny_sd(tmp_path / "tiny")))
-    demo, url = launch(studio, shared=False)
+    demo, url = launch(studio)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM),
@@ -34,11 +30,21 @@ def app_page(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             try:
-                yield page
+                yield page, url
             finally:
                 browser.close()
     finally:
         demo.close()
+
+
+@contextmanager
+def app_page(tmp_path):
+    """The app on a tiny model, and a chromium page opened on it."""
+    from studio.engine import Studio
+    from tests.tiny import build_tiny_sd
+
+    with browser_page(Studio(root=tmp_path / "home", base_model=str(build_tiny_sd(tmp_path / "tiny")))) as (page, _):
+        yield page
 
 
 def test_page_flow(tmp_path):
@@ -67,7 +73,7 @@ def test_page_flow(tmp_path):
             "preview_steps = 2\npreview_seeds = [0]\nclass_image_steps = 1")
         page.locator("#resolved-config").get_by_text("set by you").first.wait_for(timeout=20_000)
         page.locator("#train-start").click()
-        page.locator("#train-status").get_by_text("✅ finished").wait_for(timeout=150_000)
+        page.locator("#train-status").get_by_text("✓ finished").wait_for(timeout=150_000)
         page.locator("#preview-gallery img").first.wait_for(timeout=20_000)
         page.locator("#loss-plot canvas, #loss-plot svg").first.wait_for(timeout=20_000)
         time.sleep(1.5)
@@ -106,7 +112,7 @@ def test_page_flow(tmp_path):
         # 5 Runs
         page.get_by_role("tab", name="5 · Runs").click()
         page.get_by_role("button", name="Refresh").click()
-        page.get_by_text("✅ finished").last.wait_for(timeout=30_000)  # the picked run's status
+        page.get_by_text("✓ finished").last.wait_for(timeout=30_000)  # the picked run's status
         time.sleep(2)
         page.screenshot(path=str(SHOTS / "5-runs.png"), full_page=True)
         assert "safetensors" in page.locator("#runs-downloads").inner_text()

@@ -20,7 +20,7 @@ def app(tmp_path_factory):
 
     model = build_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
     studio = Studio(root=tmp_path_factory.mktemp("home"), base_model=str(model))
-    demo, url = launch(studio, shared=False)
+    demo, url = launch(studio)
     yield studio, url
     demo.close()
 
@@ -54,23 +54,23 @@ def test_pick_caption_crop_and_reset(app, tmp_path):
 
     gallery, summary = c.predict("", "plain.png", "a photo of sks dog", "object", 64, api_name="/curate_save_caption")
     assert any("a photo of sks dog" in (item.get("caption") or "") for item in gallery)
-    assert next(v for v in studio.curate("local", dataset_id).verdicts if v.name == "plain.png").caption == "a photo of sks dog"
+    assert next(v for v in studio.photos.check("local", dataset_id).verdicts if v.name == "plain.png").caption == "a photo of sks dog"
     assert c.predict("", "plain.png", api_name="/curate_photo")[2] == "a photo of sks dog"
 
     out = c.predict("", "left-red.png", 0, 0, 96, 96, "object", 64, api_name="/curate_save_crop")
     gallery, summary, preview, note, *box = out
     assert box == [0, 0, 96, 96] and "your crop" in note and Path(preview).is_file()
     assert any("✂ your crop" in (item.get("caption") or "") for item in gallery)
-    assert studio.crops("local", dataset_id) == {"left-red.png": [0, 0, 96, 96]}
+    assert studio.photos.crops("local", dataset_id) == {"left-red.png": [0, 0, 96, 96]}
 
     # a bad box is a warning naming the photo, and nothing changes
     with pytest.raises(Exception, match=r"left-red\.png.*square"):
         c.predict("", "left-red.png", 0, 0, 140, 96, "object", 64, api_name="/curate_save_crop")
     with pytest.raises(Exception, match="all four"):
         c.predict("", "left-red.png", 0, 0, None, 96, "object", 64, api_name="/curate_save_crop")
-    assert studio.crops("local", dataset_id) == {"left-red.png": [0, 0, 96, 96]}
+    assert studio.photos.crops("local", dataset_id) == {"left-red.png": [0, 0, 96, 96]}
 
     gallery, summary, preview, note, *box = c.predict("", "left-red.png", "object", 64, api_name="/curate_reset_crop")
     assert box == [24, 0, 120, 96] and "automatic crop" in note
-    assert studio.crops("local", dataset_id) == {}
+    assert studio.photos.crops("local", dataset_id) == {}
     assert "2 of 2 photos accepted" in summary and "crops.json" not in summary

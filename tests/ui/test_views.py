@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from studio.events import ClassImages, Failed, Preview, Started, Step
+from studio.runs import RunState, RunStatus
 from studio.ui import views
 
 
@@ -42,25 +43,30 @@ def test_progress_and_class_image_text():
     assert views.progress_text([]) == ""
     assert views.progress_text([Started(max_steps=40)]) == "step 0/40 · starting"
     events = [Step(step=12, max_steps=40, seconds=0.5)] * 3
-    assert views.progress_text(events) == "step 12/40 · 2.0 it/s · ETA 0:14"
+    assert views.progress_text(events) == "step 12/40 · 2.0 it/s · 0:14 left"
     assert "s/it" in views.progress_text([Step(step=1, max_steps=3, seconds=4.0)])
     assert views.class_images_text([ClassImages(done=3, total=10, reused=2)]) == "class images 3/10 · drawing (2 reused from cache)"
     assert views.format_duration(3725) == "1:02:05"
 
 
 def test_status_shows_error_with_advice_and_queue_position():
-    failed = SimpleNamespace(run_id="r1", status="failed", queue_position=-1)
+    failed = RunState("r1", RunStatus.FAILED, -1, 3, 10, checkpoint="step-000002")
     text = views.status_markdown(failed, [Failed(error="out of memory", advice="use LoRA")])
     assert "out of memory" in text and "use LoRA" in text
-    queued = SimpleNamespace(run_id="r2", status="queued", queue_position=2)
+    assert "checkpoint `step-000002` kept" in text and "Resume" in text  # what Stop/failure kept, and what to do
+    queued = RunState("r2", RunStatus.QUEUED, 2, 0, 10)
     assert "2 run(s) ahead" in views.status_markdown(queued, [])
+    assert views.controls(queued) == {"pause": False, "stop": True, "sample": False, "resume": False}
+    assert views.controls(failed)["resume"] and not views.controls(failed)["stop"]
+    done = RunState("r3", RunStatus.FINISHED, -1, 10, 10)
+    assert not any(views.controls(done).values())  # nothing left to control: every button greyed out
 
 
 def test_curation_captions_and_markdown():
     ok = SimpleNamespace(name="a.jpg", accepted=True, reason=None, advice=None, warnings=["small"])
     bad = SimpleNamespace(name="b.pdf", accepted=False, reason="a PDF document", advice="export as JPEG", warnings=[])
-    assert views.verdict_caption(ok) == "✓ a.jpg · ⚠ small"
-    assert views.verdict_caption(bad) == "✗ b.pdf: a PDF document"
+    assert views.verdict_caption(ok) == "⚠ 1 warning: small · a.jpg"  # status first: a long caption is cut at its end
+    assert views.verdict_caption(bad) == "✗ rejected: a PDF document · b.pdf"
     text = views.curation_markdown(SimpleNamespace(verdicts=[ok, bad], warnings=["two look alike"], count_advice="add more"))
     assert "1 of 2 photos accepted" in text and "export as JPEG" in text and "two look alike" in text
 
@@ -71,7 +77,7 @@ def test_config_table_and_overrides():
     assert "why" not in views.config_table({"a": 1}, None)
     base = {"max_steps": 300, "learning_rate": 1e-4, "lora_rank": 8, "seed": 0}
     assert views.changed_overrides({"max_steps": 0, "learning_rate": 1e-4, "lora_rank": 16.0, "seed": None}, base) == {"lora_rank": 16}
-    assert views.advanced_values({"max_steps": 300}, {"max_steps": "derived: x"})[0] == 0
+    assert views.advanced_values({"max_steps": 300}, {"max_steps": "derived: x"}, ["max_steps"]) == {"max_steps": 0}
     assert views.parse_extra_settings("preview_seeds = [0, 1]\nclass_image_steps = 2") == {"preview_seeds": [0, 1], "class_image_steps": 2}
     with pytest.raises(ValueError, match="key = value"):
         views.parse_extra_settings("oops")
@@ -83,8 +89,6 @@ def test_presets_identifiers_prompts_seeds_users():
     assert views.preset_name("style", "Full fine-tune", names) == ("style-lora", {"method": "full"})
     report = SimpleNamespace(tokens=("sks</w>",), errors=(), warnings=("rare",), suggestions=("zwx",))
     assert "`zwx`" in views.identifier_markdown(report) and "⚠ rare" in views.identifier_markdown(report)
-    assert views.trigger_phrase({"config": {"identifier": "sks", "class_noun": "dog",
-                                            "instance_prompt": "a photo of {identifier} {class_noun}"}}) == "a photo of sks dog"
     assert views.parse_lines(" a \n\n b ") == ["a", "b"] and views.parse_seeds("0, 1 2") == [0, 1, 2]
     with pytest.raises(ValueError):
         views.parse_seeds("x")
@@ -103,9 +107,9 @@ def test_editor_mask_is_alpha_of_drawn_layers():
 
 
 def test_schedulers_match_the_engine_and_views_has_no_gradio():
-    from studio.inference.pipelines import SCHEDULERS
-    from studio.ui.tab_generate import SCHEDULERS as shown
+    from studio.inference import pipelines
+    from studio.ui import tab_generate
 
-    assert tuple(SCHEDULERS) == shown
+    assert tab_generate.SCHEDULERS is pipelines.SCHEDULERS  # the page lists the engine's own table, not a copy
     code = "import sys, studio.ui.views; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

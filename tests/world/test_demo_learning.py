@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from studio.engine import DEMO_DIR, Studio
+from studio.data.photoset import DEMO_DIR
+from studio.engine import Studio
 from studio.inference.generate import DrawSettings
 from studio.models.sources import BUILTIN_MODEL_DIR
 from studio.world.demo import check_passes, subject_fidelity_prompts

@@ -48,7 +48,7 @@ def test_full_fine_tune_with_text_encoder_saves_a_diffusers_model(tmp_path, tiny
     outcome, _ = _train(tmp_path, tiny_sd, photos, method="full", train_text_encoder=True, learning_rate=1e-3, max_steps=2,
                         save_single_file=True)
     assert outcome.status == "finished"
-    single = StableDiffusionPipeline.from_single_file(tmp_path / "run" / "output" / "model.safetensors", config=str(tiny_sd),
+    single = StableDiffusionPipeline.from_single_file(tmp_path / "run" / "output" / "sks-dog.safetensors", config=str(tiny_sd),
                                                       local_files_only=True)
     assert _image(single).shape == (32, 32, 3)
     trained = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "output" / "model")

@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from studio.cli import _parser
 from studio.events import read_events
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, home, base):
@@ -20,6 +23,46 @@ def _cli(*args, home, base):
 
 def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+GLOBALS = ["--home", "H", "--base-model", "M", "--base-config", "C", "--allow-pickle", "--device", "cpu"]
+GLOBAL_VALUES = {"home": "H", "base_model": "M", "base_config": "C", "allow_pickle": True, "device": "cpu"}
+UNSET = {"home": None, "base_model": None, "base_config": None, "allow_pickle": False, "device": None}
+COMMANDS = {  # each subcommand with its required arguments
+    "train": ["train", "--output", "runs/x"], "generate": ["generate", "--prompt", "p", "--out", "o"],
+    "compare": ["compare", "--prompt", "p", "--out", "g.png"],
+    "inpaint": ["inpaint", "--prompt", "p", "--image", "i.png", "--mask", "m.png", "--out", "o"],
+    "presets": ["presets"], "curate": ["curate", "photos"],
+}
+
+
+def _globals(argv):
+    return {key: getattr(_parser().parse_args(argv), key) for key in GLOBAL_VALUES}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_global_options_work_before_and_after_the_command(command):
+    assert _globals(GLOBALS + COMMANDS[command]) == GLOBAL_VALUES
+    assert _globals(COMMANDS[command] + GLOBALS) == GLOBAL_VALUES
+    assert _globals(COMMANDS[command][:1] + GLOBALS + COMMANDS[command][1:]) == GLOBAL_VALUES
+    assert _globals(COMMANDS[command]) == UNSET
+
+
+def test_a_global_given_before_the_command_is_not_clobbered_by_the_subcommand():
+    # each option alone before the command: the subcommand's copy of it must not reset it to its default
+    for key, value in GLOBAL_VALUES.items():
+        option = ["--" + key.replace("_", "-")] + ([] if value is True else [value])
+        assert getattr(_parser().parse_args(option + ["train", "--output", "r"]), key) == value
+    # given in both places, the one after the command wins (the later value, as argparse does everywhere)
+    assert _globals(["--base-model", "A", "presets", "--base-model", "B"])["base_model"] == "B"
+
+
+def test_base_model_after_the_command_takes_effect(tmp_path):
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"not really")
+    refused = subprocess.run([sys.executable, "-m", "studio", "presets", "--home", str(tmp_path / "h"), "--base-model",
+                              str(pickle)], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert refused.returncode == 2 and "pickle" in refused.stderr, refused.stderr[-2000:]
 
 
 FAST_SET = ["--set", "class_image_steps=2", "--set", "preview_steps=2", "--set", "preview_seeds=[0]", "--set", "min_steps=1"]

@@ -37,11 +37,11 @@ def studio(tmp_path, tiny_sd):
 
 def test_queue_runs_one_job_at_a_time_and_reports_positions(studio, photos):
     settings = {"class_noun": "dog", "max_steps": 3, "preview_every": 10, **FAST}
-    alice = studio.start_training("alice", studio.add_photos("alice", sorted(photos.iterdir())), ["object-lora"], settings)
-    bob = studio.start_training("bob", studio.add_photos("bob", sorted(photos.iterdir())), ["object-lora"], settings)
+    alice = studio.start_training("alice", studio.photos.add("alice", sorted(photos.iterdir())), ["object-lora"], settings)
+    bob = studio.start_training("bob", studio.photos.add("bob", sorted(photos.iterdir())), ["object-lora"], settings)
     assert studio.run_state("bob", bob).queue_position >= 1
     with pytest.raises(QueueError, match="already have a run"):
-        studio.start_training("alice", studio.add_photos("alice", sorted(photos.iterdir())), ["object-lora"], settings)
+        studio.start_training("alice", studio.photos.add("alice", sorted(photos.iterdir())), ["object-lora"], settings)
     assert _wait(studio, "alice", alice).status == "finished"
     assert _wait(studio, "bob", bob).status == "finished"
     a_steps = [e for e in studio.events("alice", alice)[0] if e.kind == "step"]
@@ -50,11 +50,11 @@ def test_queue_runs_one_job_at_a_time_and_reports_positions(studio, photos):
 
 
 def test_users_cannot_reach_each_others_runs_photos_or_models(studio, photos):
-    dataset = studio.add_photos("alice", sorted(photos.iterdir()))
+    dataset = studio.photos.add("alice", sorted(photos.iterdir()))
     run_id = studio.start_training("alice", dataset, ["object-lora"], {"class_noun": "dog", "max_steps": 1, "preview_every": 5, **FAST})
     _wait(studio, "alice", run_id)
     for attempt in (lambda: studio.events("bob", run_id), lambda: studio.run_file("bob", run_id, "output/README.md"),
-                    lambda: studio.curate("bob", dataset), lambda: studio.stop("bob", run_id),
+                    lambda: studio.photos.check("bob", dataset), lambda: studio.stop("bob", run_id),
                     lambda: studio.generate("bob", f"run:{run_id}", DrawSettings("a photo of sks dog", steps=1)),
                     lambda: studio.run_file("alice", run_id, "../../../../etc/passwd"),
                     lambda: studio.generate("bob", "/etc/passwd", DrawSettings("x", steps=1))):
@@ -69,7 +69,7 @@ def test_users_cannot_reach_each_others_runs_photos_or_models(studio, photos):
 
 
 def test_stop_saves_a_checkpoint_and_resume_finishes(studio, photos):
-    dataset = studio.add_photos("local", sorted(photos.iterdir()))
+    dataset = studio.photos.add("local", sorted(photos.iterdir()))
     settings = {"class_noun": "dog", "max_steps": 200, "preview_every": 1000, **FAST}
     run_id = studio.start_training("local", dataset, ["object-lora"], settings)
     _wait(studio, "local", run_id, statuses=("running",))
@@ -87,10 +87,21 @@ def test_stop_saves_a_checkpoint_and_resume_finishes(studio, photos):
     cancelled = [e for e in studio.events("local", run_id)[0] if e.kind == "cancelled"][-1]
     assert cancelled.checkpoint.startswith("checkpoints/step-")
     assert f"run:{run_id}@{state.step}" in [m.id for m in studio.models("local")]
+    assert state.resumable and state.checkpoint == cancelled.checkpoint.split("/")[-1]  # what Stop kept, by name
+
+    # Resume (the same button that ends a pause) continues the stopped run from that checkpoint to its end
+    studio.resume("local", run_id)
+    assert studio.run_state("local", run_id).status in ("queued", "running")  # at once, not after the next event
+    done = _wait(studio, "local", run_id)
+    assert done.status == "finished" and done.step == 200
+    started = [e for e in studio.events("local", run_id)[0] if e.kind == "started"]
+    assert len(started) == 2 and started[-1].resumed_from == state.step
+    with pytest.raises(ValueError, match="nothing to resume"):
+        studio.resume("local", run_id)  # finished: the button is greyed out, and the engine says why
 
 
 def test_events_since_cursor_and_after_restart(studio, photos, tmp_path, tiny_sd):
-    dataset = studio.add_photos("local", sorted(photos.iterdir()))
+    dataset = studio.photos.add("local", sorted(photos.iterdir()))
     run_id = studio.start_training("local", dataset, ["object-lora"], {"class_noun": "dog", "max_steps": 2, "preview_every": 5, **FAST})
     _wait(studio, "local", run_id)
     everything, cursor = studio.events("local", run_id)
@@ -105,7 +116,7 @@ def test_events_since_cursor_and_after_restart(studio, photos, tmp_path, tiny_sd
 def test_generate_compare_inpaint_with_a_trained_lora(studio, photos):
     from PIL import Image
 
-    dataset = studio.add_photos("local", sorted(photos.iterdir()))
+    dataset = studio.photos.add("local", sorted(photos.iterdir()))
     run_id = studio.start_training("local", dataset, ["object-lora"], {"class_noun": "dog", "max_steps": 2, "preview_every": 5, **FAST})
     _wait(studio, "local", run_id)
     settings = DrawSettings("a photo of sks dog", steps=2, seed=3, num_images=2)
@@ -127,3 +138,40 @@ def test_generate_compare_inpaint_with_a_trained_lora(studio, photos):
         studio.inpaint("local", "base", trained.images[0], Image.new("L", (32, 32), 0), DrawSettings("x", steps=2))
     with pytest.raises(InferenceError, match="prompt is empty"):
         studio.generate("local", "base", DrawSettings("  "))
+
+
+def test_a_full_fine_tune_downloads_as_files_that_open(studio, photos, tmp_path):
+    """One zip of the diffusers folder that diffusers loads, the single file named for the subject, the card."""
+    import zipfile
+
+    from diffusers import StableDiffusionPipeline
+
+    dataset = studio.photos.add("local", sorted(photos.iterdir()))
+    run_id = studio.start_training("local", dataset, ["object-full"], {"class_noun": "dog", "max_steps": 2,
+                                                                       "preview_every": 5, "save_single_file": True, **FAST})
+    assert _wait(studio, "local", run_id).status == "finished"
+    downloads = {d.name: d for d in studio.downloads("local", run_id)}
+    assert set(downloads) == {"sks-dog-diffusers.zip", "sks-dog.safetensors", "README.md", "samples.png"}
+    assert "for diffusers" in downloads["sks-dog-diffusers.zip"].label
+    assert "A1111 / ComfyUI" in downloads["sks-dog.safetensors"].label
+    with zipfile.ZipFile(downloads["sks-dog-diffusers.zip"].path) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "unzipped" / "sks-dog-diffusers")
+    image = pipe("a photo of sks dog", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (32, 32, 3)
+    assert studio.downloads("local", run_id)[0].path == downloads[studio.downloads("local", run_id)[0].name].path  # zip kept
+
+
+def test_prompts_follow_the_subject_and_fit_the_base_model(studio, photos, tmp_path):
+    from studio.engine import Studio as Fresh
+
+    assert studio.prompt_suggestions("local") == []  # no subject yet: nothing to suggest
+    assert studio.prompt_suggestions("local", "zwx", "mug")[0] == "a photo of zwx mug"
+    assert "beach" in studio.prompt_suggestions("local", "zwx", "mug")[1]  # a real model knows beaches
+    builtin = Fresh(tmp_path / "builtin-home")
+    assert all("background" in p for p in builtin.prompt_suggestions("local", "sks", "star")[1:])  # the world has none
+    dataset = studio.photos.add("local", sorted(photos.iterdir()))
+    run_id = studio.start_training("local", dataset, ["object-lora"], {"class_noun": "dog", "max_steps": 1,
+                                                                       "preview_every": 5, **FAST})
+    _wait(studio, "local", run_id)
+    assert studio.prompt_suggestions("local", "zwx", "mug")[0] == "a photo of sks dog"  # the newest run's trigger

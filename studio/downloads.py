@@ -1,0 +1,72 @@
+"""What a finished run offers to download, each file labelled with what it is for.
+
+A full fine-tune's diffusers folder is many files with repeated names (three
+`config.json`...), useless as a flat list: it is offered as one zip, made on
+first request and kept beside the outputs until they change.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.runs import FULL_MODEL_DIR, LORA_FILE, RunFolder
+
+DOWNLOADS = "downloads"  # <run>/downloads/: files made for download (the zipped model folder)
+MODEL_CARD = "README.md"
+SAMPLES = "samples.png"
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    label: str  # what the file is for, in a user's words
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def run_downloads(run: RunFolder, file_stem: str) -> list[Download]:
+    """The run's outputs as downloads, most useful first; [] before the run has finished."""
+    out = run.output
+    if not out.is_dir():
+        return []
+    found: list[Download] = []
+    if (out / LORA_FILE).is_file():
+        found.append(Download(out / LORA_FILE, "LoRA for diffusers: `pipe.load_lora_weights(...)`"))
+    for path in sorted(out.glob("*.safetensors")):
+        if path.name == LORA_FILE:
+            continue
+        if path.stem.endswith("-kohya"):
+            found.append(Download(path, "LoRA for A1111 / ComfyUI / kohya: put it in `models/Lora`"))
+        else:
+            found.append(Download(path, "the whole model in one file, for A1111 / ComfyUI: put it in `models/Stable-diffusion`"))
+    if (out / FULL_MODEL_DIR).is_dir():
+        found.append(Download(zipped_model(run, file_stem),
+                              "the whole model for diffusers: unzip, then `StableDiffusionPipeline.from_pretrained(folder)`"))
+    if (out / MODEL_CARD).is_file():
+        found.append(Download(out / MODEL_CARD, "model card: trigger phrase, settings, samples (for the Hugging Face Hub)"))
+    if (out / SAMPLES).is_file():
+        found.append(Download(out / SAMPLES, "sample grid: previews from the base model to the last step"))
+    return found
+
+
+def zipped_model(run: RunFolder, file_stem: str) -> Path:
+    """`output/model/` as `<stem>-diffusers.zip` (members under `<stem>-diffusers/`), rebuilt when the model is newer."""
+    source = run.output / FULL_MODEL_DIR
+    folder = run.path / DOWNLOADS
+    target = folder / f"{file_stem}-diffusers.zip"
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    newest = max((p.stat().st_mtime for p in files), default=0.0)
+    if target.is_file() and target.stat().st_mtime >= newest:
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".zip.tmp")
+    # Weights barely compress; storing them keeps a multi-GB zip fast to make and to open.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in files:
+            archive.write(path, f"{target.stem}/{path.relative_to(source).as_posix()}")
+    os.replace(tmp, target)
+    return target
