@@ -28,8 +28,10 @@ def new_browser_id(browser_id: Any) -> str:
 
 def build_app(studio) -> gr.Blocks:
     with gr.Blocks(title="DreamBooth Studio") as demo:
+        # Browser states live here, outside the tabs: a tab's contents mount only when it is first opened, and a
+        # browser state reads its stored value when it mounts.
         ctx = Ctx(studio, gr.BrowserState("", storage_key="dreambooth-studio-id"), gr.State(None), gr.State(0),
-                  gr.State("object"), gr.State(0))
+                  gr.State("object"), gr.State(0), gr.BrowserState({}, storage_key="dreambooth-studio-train"))
         gr.Markdown("# DreamBooth Studio\nTeach Stable Diffusion your subject from a few photos, then draw it anywhere.",
                     elem_id="studio-header")
         with gr.Tabs(elem_id="studio-tabs"):

@@ -28,6 +28,7 @@ class Ctx:
     photo_count: gr.State  # accepted photos in it (for derived settings)
     subject_type: gr.State  # "object" | "face" | "style", chosen on Curate, used by Train
     runs_version: gr.State  # bumped whenever a run starts, ends or is deleted: lists of runs and models refresh
+    train_settings: gr.BrowserState  # the Train tab's last settings, kept in the browser: a reload gets them back
     max_upload_files: int = 30
 
     @property

@@ -77,7 +77,8 @@ def build(ctx: Ctx) -> GenerateTab:
                 count = gr.Slider(1, 8, 2, step=1, label="Images", min_width=120)
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
         with gr.Column(scale=1, min_width=280):
-            gallery = gr.Gallery(label="Results", columns=2, height=420, object_fit="contain", elem_id="gen-gallery")
+            gallery = gr.Gallery(label="Results", columns=2, height=420, object_fit="contain", format="png",
+                                 elem_id="gen-gallery")  # PNG: what a user downloads is the picture drawn
             timing = gr.Markdown("")
     with gr.Accordion("Side by side: prompts x models x seeds", open=False):
         with gr.Row(equal_height=False):
@@ -88,7 +89,7 @@ def build(ctx: Ctx) -> GenerateTab:
                                      elem_id="compare-models")
                 seeds = gr.Textbox("0, 1", label="Seeds")
                 compare_btn = gr.Button("Compare", elem_id="compare-go")
-            grid = gr.Image(label="Grid", type="pil", interactive=False, elem_id="compare-grid")
+            grid = gr.Image(label="Grid", type="pil", interactive=False, format="png", elem_id="compare-grid")
 
     def generate(browser_id, model_id, prompt_text, negative_text, sched, n_steps, cfg, seed_value, n, request: gr.Request):
         settings = draw_settings(prompt_text, negative_text, sched, n_steps, cfg, seed_value, n)

@@ -57,11 +57,14 @@ def build(ctx: Ctx) -> InpaintTab:
                 steps = gr.Slider(1, 100, 25, step=1, label="Steps", min_width=120)
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, min_width=80)
             go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-go")
-            # the result has the original's size: the same box (the editor's height) shows both at the same scale,
-            # and gradio only ever scales a picture down to fit, never up
+            # the result has the original's size: the same box (the editor's height) shows both at the same scale, as
+            # gradio only ever scales a picture down to fit; PNG, not gradio's default WebP, keeps every pixel outside
+            # the mask exactly as it was
             with gr.Row():
-                original = gr.Image(label="Original", type="pil", interactive=False, height=420, elem_id="inpaint-original")
-                result = gr.Image(label="Result", type="pil", interactive=False, height=420, elem_id="inpaint-result")
+                original = gr.Image(label="Original", type="pil", interactive=False, height=420, format="png",
+                                    elem_id="inpaint-original")
+                result = gr.Image(label="Result", type="pil", interactive=False, height=420, format="png",
+                                  elem_id="inpaint-result")
 
     def inpaint(browser_id, model_id, editor_value, mask_value, prompt_text, strength_value, n_steps, seed_value,
                 request: gr.Request):

@@ -69,7 +69,7 @@ def build(ctx: Ctx) -> RunsTab:
                 rename = gr.Button("Rename", scale=1, min_width=80, elem_id="runs-rename")
             delete = gr.Button("Delete this run…", variant="stop", elem_id="runs-delete")
             with gr.Group(visible=False, elem_id="runs-confirm") as confirm:
-                question = gr.Markdown("")
+                question = gr.Markdown("", elem_id="runs-confirm-question")
                 with gr.Row():
                     yes = gr.Button("Yes, delete it", variant="stop", elem_id="runs-delete-yes", min_width=100)
                     no = gr.Button("Keep it", elem_id="runs-delete-no", min_width=80)

@@ -66,7 +66,6 @@ class TrainTab:
     id_report: gr.Markdown
     run: gr.State = field(default_factory=lambda: gr.State(None))
     timer: gr.Timer = field(default_factory=lambda: gr.Timer(1.0, active=False))
-    saved: gr.BrowserState = field(default_factory=lambda: gr.BrowserState({}, storage_key="dreambooth-studio-train"))
 
     @property
     def studio(self):
@@ -251,7 +250,7 @@ class TrainTab:
         on([c.change for c in self.setting_inputs] + [ctx.photo_count.change], self.explain, explain_inputs, self.config_md,
            api_name="train_explain", trigger_mode="always_last", show_progress="hidden")
         gr.on([c.change for c in self.setting_inputs], lambda *a: dict(zip(SETTING_NAMES, a)), self.setting_inputs,
-              self.saved, api_name=False, trigger_mode="always_last", show_progress="hidden")
+              self.ctx.train_settings, api_name=False, trigger_mode="always_last", show_progress="hidden")
         on(self.buttons["start"].click, self.start, [ctx.browser, ctx.dataset, ctx.photo_count, *self.setting_inputs],
            [self.run, self.timer, self.previews, self.plot], api_name="train_start").then(
             lambda v: (v or 0) + 1, ctx.runs_version, ctx.runs_version, api_name=False)  # lists show the new run
@@ -264,7 +263,7 @@ class TrainTab:
                api_name=f"train_{action}")
 
     def on_load(self, loaded) -> None:
-        restored = then(loaded, self.restore, [self.saved], self.setting_inputs, api_name=False, show_progress="hidden")
+        restored = then(loaded, self.restore, [self.ctx.train_settings], self.setting_inputs, api_name=False, show_progress="hidden")
         then(restored, self.attach, [self.ctx.browser], [self.run, self.timer], api_name="train_attach")
 
 

@@ -52,8 +52,8 @@ def test_a_new_users_journey(tmp_path):
         page.get_by_text("5 of 5 photos accepted").wait_for(timeout=60_000)
         assert "blurry" not in text_of(page, "#curate-summary")  # the studio's own photos pass clean
         page.get_by_role("tab", name="2 · Train").click()
-        table = wait_text(page, "#resolved-config", r"Preset `demo-full`")
-        assert "set by you" not in table and "| star |" not in table  # every value is the preset's, none "yours"
+        table = wait_text(page, "#resolved-config", r"Preset demo-full")
+        assert "set by you" not in table and re.search(r"class_noun\s+star\s+preset demo-full", table)  # the preset's
         assert page.get_by_role("radio", name="Full fine-tune").is_checked()
         page.get_by_text("Advanced").click()
         for label, value in (("Steps (0 = auto from photos)", str(STEPS)), ("Class images", "4"),
@@ -63,13 +63,13 @@ def test_a_new_users_journey(tmp_path):
             field.press("Tab")
         page.get_by_label("Extra settings (TOML `key = value` lines)").fill(
             "class_image_steps = 4\npreview_steps = 4\npreview_seeds = [0]")
-        wait_text(page, "#resolved-config", rf"`max_steps` \| {STEPS} \| set by you")
+        wait_text(page, "#resolved-config", rf"max_steps\s+{STEPS}\s+set by you")
 
         # -- start, stop: Stop says what it kept; Resume continues from it to the end
         page.locator("#train-start").click()
         _wait_progress(page, 3)
         page.locator("#train-stop").click()
-        status = wait_text(page, "#train-status", r"checkpoint `step-\d{6}` kept", 60)
+        status = wait_text(page, "#train-status", r"checkpoint step-\d{6} kept", 60)
         assert "Resume" in status and "cancelled" in status
         stopped_at = int(re.search(r"stopped at step (\d+)", status).group(1))
         page.wait_for_function("() => !document.querySelector('#train-resume').disabled", timeout=10_000)
@@ -84,6 +84,7 @@ def test_a_new_users_journey(tmp_path):
         page.get_by_role("tab", name="2 · Train").click()
         page.wait_for_function("() => document.querySelector('#class-noun textarea, #class-noun input').value === 'star'",
                                timeout=20_000)
+        page.get_by_text("Advanced").click()
         assert page.get_by_role("spinbutton", name="Steps (0 = auto from photos)", exact=True).input_value() == str(STEPS)
         wait_text(page, "#train-status", r"✓ finished", 240)
         assert f"step {STEPS}/{STEPS}" in page.locator("#train-progress textarea, #train-progress input").first.input_value()
@@ -111,6 +112,7 @@ def test_a_new_users_journey(tmp_path):
         prompts = page.locator("#compare-prompts textarea")
         prompts.fill("a photo of sks star on a black background\na photo of a star")
         page.get_by_role("tab", name="5 · Runs").click()
+        time.sleep(2.0)  # opening the tab refreshes the list and the picked run's details, its name field included
         page.locator("#runs-name textarea, #runs-name input").first.fill("my demo star")
         page.locator("#runs-rename").click()  # a change to the runs: every list refreshes
         wait_text(page, "#runs-table", "my demo star", 30)
@@ -150,7 +152,7 @@ def test_a_new_users_journey(tmp_path):
         # -- delete: a confirmation that names the run, and no jump to another run afterwards
         page.get_by_role("tab", name="5 · Runs").click()
         page.locator("#runs-delete").click()
-        wait_text(page, "#runs-confirm", r"Delete \*\*my demo star\*\*|Delete my demo star", 20)
+        wait_text(page, "#runs-confirm-question", r"Delete my demo star", 20)
         page.locator("#runs-delete-no").click()
         assert studio.runs("local")  # "Keep it" kept it
         page.locator("#runs-delete").click()
