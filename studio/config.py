@@ -40,6 +40,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "lora_rank": (1, 256),
     "lora_alpha": (0.1, 1024),
     "lora_dropout": (0.0, 0.9),
+    "conv_rank": (0, 256),
+    "conv_alpha": (0.0, 1024),
     "prior_loss_weight": (0.0, 10.0),
     "num_class_images": (1, 5_000),
     "class_image_steps": (1, 500),
@@ -74,6 +76,10 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_dropout: float = 0.0
+    # The adapter (LoRA runs): attention-only LoRA, LoRA on the ResNet convolutions too (LoCon), DoRA, LoKr, LoHa.
+    adapter: Literal["lora", "locon", "dora", "lokr", "loha"] = "lora"
+    conv_rank: int = 0  # LoCon's rank on the convolutions; 0 = lora_rank
+    conv_alpha: float = 0.0  # 0 = conv_rank
     # Optimisation.
     learning_rate: float = 1e-4
     text_encoder_learning_rate: float = 0.0  # 0 = same as learning_rate
@@ -116,6 +122,11 @@ class TrainConfig:
     seed: int = 0
     # Outputs.
     save_single_file: bool = False
+    # The scorecard: subject fidelity, prompt fidelity and drift of every checkpoint, and the one to keep.
+    score_checkpoints: bool = True
+    scorer_models: tuple[str, ...] = ("facebook/dinov2-small", "openai/clip-vit-base-patch32")  # real base models
+    eval_prompts: tuple[str, ...] = ()  # () = derived from the identifier and class noun
+    eval_seeds: tuple[int, ...] = (0, 1)
 
     def prompt(self, template: str) -> str:
         return template.format(identifier=self.identifier, class_noun=self.class_noun).strip()

@@ -91,6 +91,21 @@ class Checkpoint(Event):
 
 
 @dataclass(frozen=True)
+class Score(Event):
+    """How a checkpoint (or the untouched base model, step 0) did on the scorecard; fractions in [0, 1]."""
+
+    kind: str = field(init=False, default="score")
+    step: int = 0
+    checkpoint: str = ""  # "base" or the checkpoint folder's name
+    scorer: str = ""
+    subject_fidelity: float = 0.0  # generations of subject prompts look like the user's photos
+    prompt_fidelity: float = 0.0  # recontextualised prompts are followed
+    drift: float = 0.0  # plain class prompts look like the subject (the paper's PRES; lower is better)
+    diversity: float = 0.0  # class-prompt generations differ from one another (the paper's DIV)
+    note: str = ""  # e.g. why a scorer could not run
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     kind: str = field(init=False, default="finished")
     step: int = 0
@@ -113,7 +128,8 @@ class Cancelled(Event):
     checkpoint: str = ""
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Started, Notice, Phase, ClassImages, Step, Preview, Checkpoint, Finished, Failed, Cancelled)}
+EVENT_TYPES = {cls.kind: cls for cls in (Started, Notice, Phase, ClassImages, Step, Preview, Checkpoint, Score, Finished,
+                                          Failed, Cancelled)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -134,6 +134,12 @@ def preview_images(studio, user: str, run_id: str, events) -> list[tuple[Image.I
     return items
 
 
+def suggested_prompts(ctx: Ctx, user: str, train_settings: Any) -> list[str]:
+    """Prompts for the user's current subject: the newest run's, else the identifier and class noun on the Train tab."""
+    subject = train_settings if isinstance(train_settings, dict) else {}
+    return ctx.studio.prompt_suggestions(user, str(subject.get("identifier") or ""), str(subject.get("class_noun") or ""))
+
+
 def refill_prompt(current: str, last_auto: str, suggestion: str) -> str | dict:
     """A prompt box takes the new suggestion only while it still holds the previous one (or nothing): what the
     user typed is never replaced."""

@@ -11,7 +11,7 @@ import gradio as gr
 
 from studio.inference.schedulers import SCHEDULERS
 from studio.ui import views
-from studio.ui.kit import Ctx, model_dropdown, on, refill_prompt, then
+from studio.ui.kit import Ctx, model_dropdown, on, refill_prompt, suggested_prompts, then
 
 
 @dataclass
@@ -29,10 +29,11 @@ class GenerateTab:
 
     @property
     def refresh_inputs(self) -> list:
-        return [self.ctx.browser, self.model, self.models, self.prompt, self.compare_prompts, self.auto]
+        return [self.ctx.browser, self.model, self.models, self.prompt, self.compare_prompts, self.auto,
+                self.ctx.train_settings]
 
-    def refresh(self, browser_id, model, models, prompt, compare_prompts, auto, request: gr.Request):
-        suggestions = self.ctx.studio.prompt_suggestions(self.ctx.user(browser_id, request))
+    def refresh(self, browser_id, model, models, prompt, compare_prompts, auto, subject, request: gr.Request):
+        suggestions = suggested_prompts(self.ctx, self.ctx.user(browser_id, request), subject)
         auto = auto or {}
         new = {"prompt": suggestions[0] if suggestions else "", "compare": "\n".join(suggestions[:2])}
         return (model_dropdown(self.ctx, browser_id, request, model),

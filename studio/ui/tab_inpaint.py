@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.ui import views
-from studio.ui.kit import Ctx, model_dropdown, on, refill_prompt, then
+from studio.ui.kit import Ctx, model_dropdown, on, refill_prompt, suggested_prompts, then
 
 
 @dataclass
@@ -20,19 +20,23 @@ class InpaintTab:
     prompt: gr.Textbox
     auto: gr.State  # the prompt last filled in for the user
 
-    def refresh(self, browser_id, model, prompt, auto, request: gr.Request):
-        suggestions = self.ctx.studio.prompt_suggestions(self.ctx.user(browser_id, request))
+    def refresh(self, browser_id, model, prompt, auto, subject, request: gr.Request):
+        suggestions = suggested_prompts(self.ctx, self.ctx.user(browser_id, request), subject)
         suggestion = suggestions[0] if suggestions else ""
         return (model_dropdown(self.ctx, browser_id, request, model), refill_prompt(prompt, auto or "", suggestion),
                 suggestion or auto or "")
 
     def refresh_on(self, event, api_name: str | bool = False) -> None:
-        on(event, self.refresh, [self.ctx.browser, self.model, self.prompt, self.auto], [self.model, self.prompt, self.auto],
-           api_name=api_name, show_progress="hidden")
+        on(event, self.refresh, self.refresh_inputs, [self.model, self.prompt, self.auto], api_name=api_name,
+           show_progress="hidden")
+
+    @property
+    def refresh_inputs(self) -> list:
+        return [self.ctx.browser, self.model, self.prompt, self.auto, self.ctx.train_settings]
 
     def on_load(self, loaded) -> None:
-        then(loaded, self.refresh, [self.ctx.browser, self.model, self.prompt, self.auto],
-             [self.model, self.prompt, self.auto], api_name=False, show_progress="hidden")
+        then(loaded, self.refresh, self.refresh_inputs, [self.model, self.prompt, self.auto], api_name=False,
+             show_progress="hidden")
         self.refresh_on(self.ctx.runs_version.change)
 
 

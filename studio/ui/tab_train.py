@@ -193,6 +193,7 @@ class TrainTab:
         return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True)
 
     def poll(self, browser_id, current, version, request: gr.Request):
+        """Only what changed since the last tick: a browser watching a run should stay nearly idle."""
         if not current or not current.get("run_id"):
             return gr.skip(), gr.Timer(active=False), *skips(len(self.live_outputs) - 2)
         user, run_id = self.ctx.user(browser_id, request), current["run_id"]
@@ -200,25 +201,24 @@ class TrainTab:
             new, cursor = self.studio.events(user, run_id, current["cursor"])
         except KeyError:  # the run was deleted (or never was this user's): stop polling
             return (None, gr.Timer(active=False), *skips(5), views.status_markdown(None, []), *skips(4))
-        state = self.studio.run_state(user, run_id)
-        done = state.status.is_terminal and not new
-        events, _ = self.studio.events(user, run_id, 0) if new or current["cursor"] == 0 or done else ([], 0)
-        has = {e.kind for e in new}
-        now = time.monotonic()
-        redraw_plot = "step" in has and (now - current.get("plot_at", 0) >= PLOT_EVERY_S or state.status.is_terminal)
+        state, has, now = self.studio.run_state(user, run_id), {e.kind for e in new}, time.monotonic()
+        # The chart is redrawn at most every PLOT_EVERY_S, and once more at the end with every step in it.
+        plot_due = "step" in has or current.get("plot_pending", False)
+        redraw = plot_due and (now - current.get("plot_at", 0) >= PLOT_EVERY_S or state.status.is_terminal)
+        events = self.studio.events(user, run_id, 0)[0] if new or redraw or current["cursor"] == 0 else []
         status = views.status_markdown(state, events, self.studio.run_meta(user, run_id).name) if events else None
         controls = views.controls(state)
-        memo = {"run_id": run_id, "cursor": cursor, "plot_at": now if redraw_plot else current.get("plot_at", 0),
-                "status": status or current.get("status"), "controls": controls,
-                "ended": state.status.is_terminal}
-        buttons = [gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
-                   for b in ("pause", "resume", "stop", "sample")]
-        return (memo, gr.Timer(active=not done), *buttons,
+        memo = {"run_id": run_id, "cursor": cursor, "plot_at": now if redraw else current.get("plot_at", 0),
+                "plot_pending": plot_due and not redraw, "status": status or current.get("status"),
+                "controls": controls, "ended": state.status.is_terminal}
+        return (memo, gr.Timer(active=not (state.status.is_terminal and not new and not memo["plot_pending"])),
+                *(gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
+                  for b in ("pause", "resume", "stop", "sample")),
                 (version or 0) + 1 if state.status.is_terminal and not current.get("ended") else gr.skip(),
                 status if status is not None and status != current.get("status") else gr.skip(),
                 views.progress_text(events) if new else gr.skip(),
                 views.class_images_text(events) if "class_images" in has else gr.skip(),
-                views.loss_frame(events) if redraw_plot else gr.skip(),
+                views.loss_frame(events) if redraw else gr.skip(),
                 preview_images(self.studio, user, run_id, events) if "preview" in has else gr.skip())
 
     def control(self, action: str, verb: str):

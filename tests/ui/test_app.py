@@ -127,7 +127,7 @@ def test_full_flow(local_app, tmp_path):
 
     # reconnecting (a new client, same local user) re-attaches to the newest active run: none now, it finished
     run_id = studio.runs("local")[0].run_id
-    model, _, prompt, _ = c.predict("", api_name="/generate_refresh_all")
+    model, _, prompt, _ = c.predict("", subject={}, api_name="/generate_refresh_all")
     assert model["value"] == f"run:{run_id}" and prompt == "a photo of sks dog"  # the last run's trigger phrase
     gallery, timing = c.predict("", f"run:{run_id}", "a photo of sks dog", "", "ddim", 2, 7.5, 3, 2, api_name="/generate")
     assert len(gallery) == 2 and "2 image(s)" in timing
@@ -144,7 +144,7 @@ def test_full_flow(local_app, tmp_path):
     painted.save(layer)
     editor = {"background": handle_file(str(picture)), "layers": [handle_file(str(layer))],
               "composite": handle_file(str(picture))}
-    c.predict("", api_name="/inpaint_models")
+    c.predict("", subject={}, api_name="/inpaint_models")
     original, result = c.predict("", f"run:{run_id}", editor, None, "a photo of sks dog", 0.9, 2, 0, api_name="/inpaint")
     assert Path(result).is_file() and Path(original).is_file()
 

@@ -89,15 +89,7 @@ def test_page_flow(tmp_path):
         page.screenshot(path=str(SHOTS / "3-generate.png"), full_page=True)
 
         # 4 Inpaint: upload a picture into the editor, paint a stroke, inpaint
-        page.get_by_role("tab", name="4 · Inpaint").click()
-        page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(picture))
-        canvas = page.locator("#inpaint-editor canvas").first
-        canvas.wait_for(timeout=20_000)
-        time.sleep(1.0)
-        brush = page.locator("#inpaint-editor").get_by_role("button", name="Brush")
-        if brush.count():
-            brush.first.click()
-        box = canvas.bounding_box()
+        box = open_in_inpaint_editor(page, picture)
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(cx - 40, cy - 20)
         page.mouse.down()
@@ -116,6 +108,19 @@ def test_page_flow(tmp_path):
         time.sleep(2)
         page.screenshot(path=str(SHOTS / "5-runs.png"), full_page=True)
         assert "safetensors" in page.locator("#runs-downloads").inner_text()
+
+
+def open_in_inpaint_editor(page, picture: Path) -> dict:
+    """Open the Inpaint tab, put `picture` in its editor, pick the brush; returns the canvas's box on the page."""
+    page.get_by_role("tab", name="4 · Inpaint").click()
+    page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(picture))
+    canvas = page.locator("#inpaint-editor canvas").first
+    canvas.wait_for(timeout=20_000)
+    time.sleep(1.0)
+    brush = page.locator("#inpaint-editor").get_by_role("button", name="Brush")
+    if brush.count():
+        brush.first.click()
+    return canvas.bounding_box()
 
 
 def test_demo_button_fills_the_demo_recipe(tmp_path):

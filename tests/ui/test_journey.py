@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.ui.test_browser import CHROMIUM, SHOTS, browser_page
+from tests.ui.test_browser import CHROMIUM, SHOTS, browser_page, open_in_inpaint_editor
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
 STEPS = 40  # the demo recipe, shortened so the whole journey takes about two minutes
@@ -128,15 +128,7 @@ def test_a_new_users_journey(tmp_path):
         pixels = np.full((256, 256, 3), 200, np.uint8)
         pixels[20:80, 160:240] = (40, 80, 215)  # a blue block far from the painted stroke
         Image.fromarray(pixels).save(picture)
-        page.get_by_role("tab", name="4 · Inpaint").click()
-        page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(picture))
-        canvas = page.locator("#inpaint-editor canvas").first
-        canvas.wait_for(timeout=20_000)
-        time.sleep(1.0)
-        brush = page.locator("#inpaint-editor").get_by_role("button", name="Brush")
-        if brush.count():
-            brush.first.click()
-        box = canvas.bounding_box()
+        box = open_in_inpaint_editor(page, picture)
         x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.75
         page.mouse.move(x, y)
         page.mouse.down()
