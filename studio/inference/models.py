@@ -9,13 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.events import Score
 from studio.models.catalog import ModelCatalog
 from studio.models.sources import ModelSource
-from studio.runs import CHECKPOINT_STATE, CHECKPOINTS, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step
+from studio.runs import (CHECKPOINT_STATE, CHECKPOINTS, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step,
+                         step_name)
 from studio.workspace import NotFound, Workspace, check_id
 
 BASE = "base"
 RUN_PREFIX = "run:"
+
+
+def subject_scores(run: RunFolder) -> dict[str, float]:
+    """Each scored checkpoint's newest subject fidelity, by checkpoint name (NaN, not measured, is left out)."""
+    scores = {}
+    for event in run.read_events():
+        if event.kind == Score.kind and event.subject_fidelity == event.subject_fidelity:
+            scores[event.checkpoint] = event.subject_fidelity
+    return scores
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class DrawableModels:
         self.local_paths = local_paths  # the local CLI may name folders and files; a shared Space never
 
     def choices(self, user: str) -> list[ModelChoice]:
+        """The base model, then each run's final model and checkpoints, newest first; checkpoints that were scored
+        say how well they learned the subject, so the picker itself helps choose."""
         choices = [ModelChoice(BASE, f"base model ({self.catalog.short_name()})")]
         for run_id in self.workspace.run_ids(user):
             run = RunFolder(self.workspace.run_dir(user, run_id))
@@ -52,8 +65,11 @@ class DrawableModels:
             label = name or run_id
             if run.output.is_dir():
                 choices.append(ModelChoice(f"{RUN_PREFIX}{run_id}", f"{label} (final)"))
+            scores = subject_scores(run) if run.checkpoints.is_dir() else {}
             for step in reversed(run.checkpoint_steps()):
-                choices.append(ModelChoice(f"{RUN_PREFIX}{run_id}@{step}", f"{label} @ step {step}"))
+                score = scores.get(step_name(step))
+                suffix = f" · subject {score:.0%}" if score is not None else ""
+                choices.append(ModelChoice(f"{RUN_PREFIX}{run_id}@{step}", f"{label} @ step {step}{suffix}"))
         return choices
 
     def ref(self, user: str, model_id: str) -> ModelRef:

@@ -76,5 +76,10 @@ class ModelCatalog:
             return ("on a pink background", "on a black background")
         return ("on the beach", "in the snow")
 
+    def example_prompt(self, spec: str | None = None) -> str:
+        """A prompt to show as an example: a subject and a place this base model can draw."""
+        noun = "star" if self.source(spec).kind == "builtin" else "dog"  # the built-in world has shapes, not dogs
+        return f"a photo of sks {noun} {self.example_contexts(spec)[0]}"
+
     def short_name(self, spec: str | None = None) -> str:
         return self.source(spec).label.rstrip("/").split("/")[-1]

@@ -59,7 +59,7 @@ def draw_settings(prompt_text, negative_text, sched, n_steps, cfg, seed_value, n
 
 def build(ctx: Ctx) -> GenerateTab:
     studio = ctx.studio
-    example = f"a photo of sks dog {studio.base_models.example_contexts()[0]}"
+    example = studio.base_models.example_prompt()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
             with gr.Row():

@@ -55,7 +55,7 @@ def build(ctx: Ctx) -> InpaintTab:
                                     elem_id="inpaint-model")
                 refresh = gr.Button("↻ Refresh", scale=1, min_width=90, elem_id="inpaint-refresh")
             prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="inpaint-prompt",
-                                placeholder=f"a photo of sks dog {studio.base_models.example_contexts()[0]}")
+                                placeholder=studio.base_models.example_prompt())
             with gr.Row():
                 strength = gr.Slider(0.05, 1.0, 0.85, step=0.05, label="Strength", min_width=120)
                 steps = gr.Slider(1, 100, 25, step=1, label="Steps", min_width=120)

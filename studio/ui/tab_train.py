@@ -26,6 +26,9 @@ ADVANCED = {
     "learning_rate": ("Learning rate", "full fine-tunes want ~1e-6 (faces) to 2e-6 (objects); LoRA ~1e-4", "float"),
     "batch_size": ("Batch size", "photos per step (plus as many class images with prior preservation)", "int"),
     "lora_rank": ("LoRA rank", "size of the LoRA: 8 for objects, 16+ for faces and styles", "int"),
+    "adapter": ("Adapter (LoRA runs)", "lora: attention only; locon: + convolutions, for fine detail; dora: "
+                "steadier likeness; lokr/loha: LyCORIS, small files", ["lora", "locon", "dora", "lokr", "loha"]),
+    "conv_rank": ("Conv rank (LoCon; 0 = LoRA rank)", "rank on the convolutions, where fine detail is drawn", "int"),
     "with_prior_preservation": ("Prior preservation", "trains on the class too, so 'a dog' stays any dog", "bool"),
     "num_class_images": ("Class images", "pictures of the class drawn by the untouched model, 100-200 usual", "int"),
     "prior_loss_weight": ("Prior loss weight", "1 = the paper's balance of subject and class", "float"),
@@ -38,7 +41,7 @@ ADVANCED = {
     "checkpoint_every": ("Checkpoint every N steps (0 = end only)", "earlier checkpoints to go back to if it overfits", "int"),
     "seed": ("Seed", "the same seed and settings give the same run", "int"),
 }
-TABLE_FIELDS = ("identifier", "class_noun", "method", *list(ADVANCED)[:12], "preview_every", "checkpoint_every")
+TABLE_FIELDS = ("identifier", "class_noun", "method", *ADVANCED)  # the settings table: what Start will run
 # The settings inputs of /train_start and /train_explain (after browser id, photo set, photo count), by name.
 SETTING_NAMES = ("subject_type", "method", "identifier", "class_noun", *ADVANCED, "extra", "preset", "run_name")
 
@@ -61,6 +64,7 @@ class TrainTab:
     progress: gr.Textbox
     class_progress: gr.Textbox
     plot: gr.LinePlot
+    scores: gr.LinePlot
     previews: gr.Gallery
     config_md: gr.Markdown
     id_report: gr.Markdown
@@ -79,7 +83,8 @@ class TrainTab:
     def live_outputs(self) -> list:
         """What the poll updates; the five displays last (API clients read them from the end)."""
         return [self.run, self.timer, *(self.buttons[b] for b in ("pause", "resume", "stop", "sample")),
-                self.ctx.runs_version, self.status, self.progress, self.class_progress, self.plot, self.previews]
+                self.ctx.runs_version, self.scores, self.status, self.progress, self.class_progress, self.plot,
+                self.previews]
 
     @property
     def demo_outputs(self) -> list:
@@ -200,7 +205,7 @@ class TrainTab:
         try:
             new, cursor = self.studio.events(user, run_id, current["cursor"])
         except KeyError:  # the run was deleted (or never was this user's): stop polling
-            return (None, gr.Timer(active=False), *skips(5), views.status_markdown(None, []), *skips(4))
+            return (None, gr.Timer(active=False), *skips(6), views.status_markdown(None, []), *skips(4))
         state, has, now = self.studio.run_state(user, run_id), {e.kind for e in new}, time.monotonic()
         # The chart is redrawn at most every PLOT_EVERY_S, and once more at the end with every step in it.
         plot_due = "step" in has or current.get("plot_pending", False)
@@ -215,6 +220,7 @@ class TrainTab:
                 *(gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
                   for b in ("pause", "resume", "stop", "sample")),
                 (version or 0) + 1 if state.status.is_terminal and not current.get("ended") else gr.skip(),
+                views.score_frame(events) if "score" in has or (current["cursor"] == 0 and events) else gr.skip(),
                 status if status is not None and status != current.get("status") else gr.skip(),
                 views.progress_text(events) if new else gr.skip(),
                 views.class_images_text(events) if "class_images" in has else gr.skip(),
@@ -286,11 +292,14 @@ def build(ctx: Ctx) -> TrainTab:
             with gr.Row():
                 progress = gr.Textbox(label="Progress", interactive=False, elem_id="train-progress", min_width=160)
                 class_progress = gr.Textbox(label="Class-image progress", interactive=False, min_width=160)
-            plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)",
-                               height=260, elem_id="loss-plot")
+            with gr.Row():
+                plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)",
+                                   height=260, elem_id="loss-plot", min_width=280)
+                scores = gr.LinePlot(None, x="step", y="score", color="series", height=260, elem_id="score-plot",
+                                     title="Scorecard per checkpoint (step 0 = base model)", y_lim=[0, 1], min_width=280)
             previews = gr.Gallery(label="Previews (the class prompt shows drift)", columns=4, height="auto",
                                   object_fit="contain", elem_id="preview-gallery")
-    tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, previews, config_md, id_report)
+    tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, scores, previews, config_md, id_report)
     tab.wire()
     return tab
 

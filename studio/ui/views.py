@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from studio.config import AUTO_FIELDS, DERIVED
-from studio.events import Failed, Finished
+from studio.events import Failed, Finished, Score
 from studio.runs import RunStatus
 from studio.workspace import ID_PATTERN as USER_ID
 
@@ -48,6 +48,21 @@ def loss_frame(events: Iterable[Any], weight: float = 0.6) -> pd.DataFrame:
     return frame.astype({"step": "int64", "loss": "float64", "series": "str"})  # typed even when empty: the plot's axes
 
 
+SCORE_SERIES = (("subject fidelity ↑", "subject_fidelity"), ("prompt fidelity ↑", "prompt_fidelity"), ("drift ↓", "drift"))
+
+
+def score_frame(events: Iterable[Any]) -> pd.DataFrame:
+    """Long-format DataFrame (step, score, series) of each checkpoint's newest scores; step 0 is the base model."""
+    latest: dict[str, Any] = {}
+    for event in _kind(events, Score.kind):
+        latest[event.checkpoint] = event
+    rows = [{"step": int(e.step), "score": round(float(getattr(e, attr)), 4), "series": series}
+            for e in sorted(latest.values(), key=lambda e: e.step) for series, attr in SCORE_SERIES
+            if getattr(e, attr) == getattr(e, attr)]  # NaN (not measured) is left out
+    frame = pd.DataFrame(rows, columns=["step", "score", "series"])
+    return frame.astype({"step": "int64", "score": "float64", "series": "str"})
+
+
 def preview_items(events: Iterable[Any], limit: int = 24) -> list[tuple[str, str]]:
     """[(run-relative image path, "step N · prompt")], newest preview first."""
     items: list[tuple[str, str]] = []
@@ -67,7 +82,7 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_text(events: Iterable[Any], window: int = 10) -> str:
-    """ "step 12/40 · 1.3 it/s · ETA 0:20" from the latest step events ("" before the first step)."""
+    """ "step 12/40 · 1.3 it/s · 0:20 left" from the latest step events ("" before the first step)."""
     events = list(events)
     steps = _kind(events, "step")
     if not steps:

@@ -116,6 +116,8 @@ def open_in_inpaint_editor(page, picture: Path) -> dict:
     page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(picture))
     canvas = page.locator("#inpaint-editor canvas").first
     canvas.wait_for(timeout=20_000)
+    # painting before the picture is in would paint on the editor's own blank 800 x 800 canvas
+    page.locator("#inpaint-editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=20_000)
     time.sleep(1.0)
     brush = page.locator("#inpaint-editor").get_by_role("button", name="Brush")
     if brush.count():

@@ -23,7 +23,7 @@ STEPS = 40  # the demo recipe, shortened so the whole journey takes about two mi
 
 
 def text_of(page, selector: str) -> str:
-    return page.locator(selector).inner_text()
+    return page.locator(selector).first.inner_text()
 
 
 def wait_text(page, selector: str, pattern: str, timeout: float = 120) -> str:
@@ -51,6 +51,13 @@ def test_a_new_users_journey(tmp_path):
         page.locator("#demo-btn").click()
         page.get_by_text("5 of 5 photos accepted").wait_for(timeout=60_000)
         assert "blurry" not in text_of(page, "#curate-summary")  # the studio's own photos pass clean
+        # a refused crop is a message, and every field keeps what it had (no "Error" badges left behind)
+        page.locator("#curate-crop-right input").fill("60")
+        page.locator("#curate-save-crop").click()
+        page.get_by_text("square").first.wait_for(timeout=20_000)
+        time.sleep(1.0)
+        assert "Error" not in text_of(page, "#curate-edit") and "Error" not in text_of(page, "#curate-gallery")
+        assert page.locator("#curate-crop-right input").input_value() == "60"  # what the user typed is still there
         page.get_by_role("tab", name="2 · Train").click()
         table = wait_text(page, "#resolved-config", r"Preset demo-full")
         assert "set by you" not in table and re.search(r"class_noun\s+star\s+preset demo-full", table)  # the preset's

@@ -113,3 +113,17 @@ def test_schedulers_match_the_engine_and_views_has_no_gradio():
     assert tab_generate.SCHEDULERS is pipelines.SCHEDULERS  # the page lists the engine's own table, not a copy
     code = "import sys, studio.ui.views; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_score_frame_keeps_each_checkpoints_newest_scores_and_skips_what_was_not_measured():
+    from studio.events import Score
+
+    events = [Score(step=0, checkpoint="base", subject_fidelity=0.1, prompt_fidelity=0.5, drift=0.0),
+              Score(step=20, checkpoint="step-000020", subject_fidelity=0.4, prompt_fidelity=0.4, drift=0.1),
+              Score(step=20, checkpoint="step-000020", subject_fidelity=0.6, prompt_fidelity=0.4, drift=0.1),
+              Score(step=40, checkpoint="step-000040", subject_fidelity=0.9, prompt_fidelity=float("nan"), drift=0.3)]
+    frame = views.score_frame(events)
+    subject = frame[frame.series == "subject fidelity ↑"]
+    assert subject["step"].tolist() == [0, 20, 40] and subject["score"].tolist() == [0.1, 0.6, 0.9]  # rescored: newest
+    assert 40 not in frame[frame.series == "prompt fidelity ↑"]["step"].tolist()  # not measured: no point
+    assert views.score_frame([]).empty
