@@ -4,6 +4,7 @@
     studio generate --model DIR|base --prompt "a photo of sks dog on the beach" --out DIR
     studio compare --model base --model DIR --prompt "..." --prompt "..." --out grid.png
     studio inpaint --model DIR --image photo.png --mask mask.png --prompt "..." --out DIR
+    studio score RUN_DIR [--checkpoint step-000200] [--json] [--scorer-model ID]
     studio presets | studio curate DIR --json
 --base-model, --base-config, --home, --device and --allow-pickle go before or after the command's name.
 """
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value (JSON or text)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     t.add_argument("--json", action="store_true", help="print events as JSON lines instead of a progress bar")
+    t.add_argument("--keep", choices=["pick", "last"], default="pick",
+                   help="the run's output: the scorecard's pick (default; the last step's files go to output/last) "
+                        "or the last step")
+    t.add_argument("--scorer-model", action="append", default=[], metavar="ID",
+                   help="scorer models for real base models: the DINOv2 one, then the CLIP one (hub ids or folders)")
 
     for name in ("generate", "compare", "inpaint"):
         g = sub.add_parser(name, parents=[common], help=f"{name} with a base model, a run folder or a LoRA file")
@@ -65,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
             g.add_argument("--image", type=Path, required=True)
             g.add_argument("--mask", type=Path, required=True, help="white = repaint")
             g.add_argument("--strength", type=float, default=0.85)
+
+    s = sub.add_parser("score", parents=[common], help="score a run's checkpoints: subject fidelity, prompt fidelity, drift")
+    s.add_argument("run_dir", type=Path, help="the run folder (what train --output named)")
+    s.add_argument("--checkpoint", help="score only this checkpoint (e.g. step-000200) beside the base model")
+    s.add_argument("--json", action="store_true", help="one JSON object: scorer, rows, best, why")
+    s.add_argument("--scorer-model", action="append", default=[], metavar="ID",
+                   help="the DINOv2 model, then the CLIP model (hub ids or folders); real base models only")
+    s.add_argument("--use", metavar="STEP", help="then make this checkpoint the run's output (a step number, or 'last')")
 
     sub.add_parser("presets", parents=[common], help="list presets and what they set")
     c = sub.add_parser("curate", parents=[common], help="check a folder of photos")
@@ -95,6 +109,8 @@ def _overrides(args) -> dict:
             values[key] = value
     if args.no_prior:
         values["with_prior_preservation"] = False
+    if getattr(args, "scorer_model", None):
+        values["scorer_models"] = list(args.scorer_model)
     return values
 
 
@@ -117,12 +133,41 @@ def cmd_train(args) -> int:
     outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume, emit=printer, commands=commands)
     printer.close()
     if outcome.status == RunStatus.FINISHED:
+        if args.keep == "last":
+            studio.use_checkpoint_folder(args.output, None)
+        _print_scorecard(studio, args.output, args.keep)
         print(f"done: {args.output / 'output'}", file=sys.stderr)
         return 0
     if outcome.status == RunStatus.CANCELLED:
         print(f"stopped; continue with: studio train --output {args.output} --resume", file=sys.stderr)
         return 130
     return 1
+
+
+def _print_scorecard(studio, run_dir: Path, keep: str) -> None:
+    """The scores the run measured as it trained, and what its output holds (on stderr: stdout may be JSON lines)."""
+    card = studio.score_folder(run_dir, measure=False)
+    if card.base is None and not card.rows:
+        return
+    print("\n" + card.table(), file=sys.stderr)
+    if keep == "last" and card.pick is not None:
+        print("output: the last step (--keep last)", file=sys.stderr)
+
+
+def cmd_score(args) -> int:
+    studio = _studio(args)
+    card = studio.score_folder(args.run_dir, checkpoint=args.checkpoint, scorer_models=args.scorer_model)
+    print(json.dumps(card.to_json()) if args.json else card.table())
+    if args.use:
+        from studio.runs import parse_step
+
+        step = None if args.use == "last" else (parse_step(args.use) if not args.use.isdigit() else int(args.use))
+        if args.use != "last" and step is None:
+            raise ValueError(f"--use {args.use!r}: give a step number, a checkpoint name or 'last'")
+        studio.use_checkpoint_folder(args.run_dir, step)
+        if not args.json:
+            print(f"output: {args.use}")
+    return 0
 
 
 def _settings(args, prompt: str, seed: int):
@@ -189,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     quiet_libraries()
     handlers = {"train": cmd_train, "generate": cmd_draw, "compare": cmd_draw, "inpaint": cmd_draw,
-                "presets": cmd_presets, "curate": cmd_curate}
+                "presets": cmd_presets, "curate": cmd_curate, "score": cmd_score}
     try:
         return handlers[args.command](args)
     except (ValueError, KeyError, PermissionError, NotADirectoryError, FileNotFoundError) as exc:

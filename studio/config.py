@@ -312,6 +312,12 @@ def _derive(config: TrainConfig, num_images: int) -> tuple[TrainConfig, dict[str
 
 
 def _check_consistency(config: TrainConfig) -> None:
+    if config.method == "lora" and config.adapter != "locon" and (config.conv_rank or config.conv_alpha):
+        raise ConfigError(f"conv_rank and conv_alpha are LoCon's: they do nothing with adapter = {config.adapter!r}; "
+                          "set adapter = 'locon' or leave them at 0")
+    if config.method == "lora" and config.adapter in ("lokr", "loha") and config.lora_dropout:
+        raise ConfigError(f"lora_dropout does not apply to adapter = {config.adapter!r} (peft's LyCORIS adapters use "
+                          "their own dropouts); leave it at 0 or pick lora, locon or dora")
     if not config.class_noun.strip() and config.subject_type != "style":
         raise ConfigError("class_noun is empty; give the kind of thing your subject is, e.g. 'dog' or 'person'")
     for name in ("instance_prompt", "class_prompt"):

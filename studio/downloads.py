@@ -28,19 +28,27 @@ class Download:
         return self.path.name
 
 
-def run_downloads(run: RunFolder, file_stem: str) -> list[Download]:
+# diffusers' `load_lora_weights` reads LoRA, LoCon and DoRA; for LoKr and LoHa the file holds peft's weights and
+# config, which this studio reads back (studio.models.lora_formats), and the kohya-layout file is the one to share.
+DIFFUSERS_READS = ("lora", "locon", "dora")
+
+
+def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora") -> list[Download]:
     """The run's outputs as downloads, most useful first; [] before the run has finished."""
     out = run.output
     if not out.is_dir():
         return []
     found: list[Download] = []
     if (out / LORA_FILE).is_file():
-        found.append(Download(out / LORA_FILE, "LoRA for diffusers: `pipe.load_lora_weights(...)`"))
+        found.append(Download(out / LORA_FILE, "LoRA for diffusers: `pipe.load_lora_weights(...)`" if adapter in
+                              DIFFUSERS_READS else f"{adapter} weights for DreamBooth Studio (diffusers cannot load "
+                              f"{adapter}; use the kohya file in A1111 / ComfyUI)"))
     for path in sorted(out.glob("*.safetensors")):
         if path.name == LORA_FILE:
             continue
         if path.stem.endswith("-kohya"):
-            found.append(Download(path, "LoRA for A1111 / ComfyUI / kohya: put it in `models/Lora`"))
+            found.append(Download(path, f"{'LoRA' if adapter == 'lora' else adapter} for A1111 / ComfyUI / kohya: "
+                                        "put it in `models/Lora`"))
         else:
             found.append(Download(path, "the whole model in one file, for A1111 / ComfyUI: put it in `models/Stable-diffusion`"))
     if (out / FULL_MODEL_DIR).is_dir():

@@ -199,7 +199,7 @@ class Studio:
         """The finished run's files, each labelled with what it is for (a full model folder as one zip)."""
         run = self._run(user, run_id)
         config = run.train_config()
-        return run_downloads(run, config.file_stem) if config is not None else []
+        return run_downloads(run, config.file_stem, config.adapter) if config is not None else []
 
     def prompt_suggestions(self, user: str, identifier: str = "", class_noun: str = "") -> list[str]:
         """Prompts for the user's current subject (the newest run's trigger phrase, else the one given) in places
@@ -209,6 +209,9 @@ class Studio:
         if not trigger and identifier.strip() and class_noun.strip():
             trigger = f"a photo of {identifier.strip()} {class_noun.strip()}"
         return [trigger, *(f"{trigger} {c}" for c in self.base_models.example_contexts())] if trigger else []
+
+    def checkpoint_steps(self, user: str, run_id: str) -> list[int]:
+        return self._run(user, run_id).checkpoint_steps()
 
     def run_config(self, user: str, run_id: str) -> dict[str, Any]:
         return self._run(user, run_id).read_config()
@@ -227,6 +230,54 @@ class Studio:
         if self._live_job(user, run_id) is not None:
             raise ValueError("stop the run before deleting it")
         self.workspace.delete_run(user, run_id)
+
+    # -- the scorecard -----------------------------------------------------------------
+    def score_run(self, user: str, run_id: str, *, checkpoint: str | None = None, scorer_models: Sequence[str] = (),
+                  measure: bool = True):
+        """The run's scorecard (studio.evaluation.scorecard.Scorecard): rows, the pick and why. With `measure`,
+        checkpoints without a score are scored now (minutes on a real model); without, only known scores show."""
+        if measure and self._live_job(user, run_id) is not None:
+            raise ValueError("the run is still training; it scores its own checkpoints as it goes")
+        return self._score(self._run(user, run_id), user, checkpoint, scorer_models, measure)
+
+    def score_folder(self, run_dir: Path, *, checkpoint: str | None = None, scorer_models: Sequence[str] = (),
+                     measure: bool = True):
+        """`score_run` for a run folder named by path (the local CLI)."""
+        if self.shared:
+            raise PermissionError("folder runs are for the local CLI only")
+        return self._score(RunFolder(Path(run_dir).resolve()), LOCAL_USER, checkpoint, scorer_models, measure)
+
+    def use_checkpoint(self, user: str, run_id: str, step: int | None) -> list[str]:
+        """Make checkpoint `step` the finished run's output (None: the last step); the last step's files stay in
+        output/last."""
+        if self._live_job(user, run_id) is not None:
+            raise ValueError("the run is still training; pick a checkpoint once it has finished")
+        return self._use_checkpoint(self._run(user, run_id), step)
+
+    def use_checkpoint_folder(self, run_dir: Path, step: int | None) -> list[str]:
+        if self.shared:
+            raise PermissionError("folder runs are for the local CLI only")
+        return self._use_checkpoint(RunFolder(Path(run_dir).resolve()), step)
+
+    def _run_source(self, run: RunFolder) -> ModelSource:
+        if not run.has_meta():
+            raise NotFound(f"{run.path} is not a run folder (no run.json)")
+        return self.base_models.source(run.read_meta().base_model)
+
+    def _score(self, run: RunFolder, user: str, checkpoint: str | None, scorer_models: Sequence[str], measure: bool):
+        from studio.evaluation.rescore import score_run, training_photos
+
+        source = self._run_source(run)
+        meta = run.read_meta()
+        photos_dir = Path(meta.images_dir) if meta.images_dir else self.photos.folder(user, meta.dataset_id)
+        photos = training_photos(run, photos_dir, self.base_models.native_resolution(meta.base_model))
+        return score_run(run, source=source, photos=photos, cache_root=self.workspace.cache_dir, device=self.device,
+                         scorer_models=scorer_models, checkpoint=checkpoint, measure=measure)
+
+    def _use_checkpoint(self, run: RunFolder, step: int | None) -> list[str]:
+        from studio.evaluation.keep import use_checkpoint
+
+        return use_checkpoint(run, self._run_source(run), step)
 
     # -- drawing -----------------------------------------------------------------------
     def models(self, user: str) -> list[ModelChoice]:

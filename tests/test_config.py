@@ -70,3 +70,15 @@ def test_resolved_config_is_written_as_json_with_sources():
 
     data = json.loads(resolve_config(["object-lora"], {"class_noun": "dog"}, num_images=3).to_json())
     assert data["config"]["class_noun"] == "dog" and "max_steps" in data["sources"]
+
+
+def test_adapter_settings_that_would_do_nothing_are_refused_before_the_queue():
+    from studio.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match="conv_rank and conv_alpha are LoCon's"):
+        resolve_config([], {"class_noun": "dog", "adapter": "dora", "conv_rank": 4})
+    with pytest.raises(ConfigError, match="lora_dropout does not apply"):
+        resolve_config([], {"class_noun": "dog", "adapter": "lokr", "lora_dropout": 0.1})
+    assert resolve_config([], {"class_noun": "dog", "adapter": "locon", "conv_rank": 4}).config.conv_rank == 4
+    # a full fine-tune ignores the adapter settings of a LoRA preset it is run with
+    assert resolve_config(["object-lora"], {"class_noun": "dog", "method": "full"}).config.method == "full"

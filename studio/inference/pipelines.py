@@ -1,8 +1,9 @@
 """Loaded pipelines, kept and reused across generate / compare / inpaint calls.
 
-A base model is loaded once; LoRAs are attached to it as named adapters and
-switched per call (never by reloading the base); full fine-tunes get their own
-components. All drawing goes through one lock per cache, because the active
+A base model is loaded once; LoRAs (LoCon and DoRA too) are attached to it as
+named adapters and switched per call (never by reloading the base); full
+fine-tunes and LoKr / LoHa adapters get their own components (their adapter
+always on). All drawing goes through one lock per cache, because the active
 adapter is state of the shared UNet: a LoRA activated for one user's request
 must never be active in another's.
 """
@@ -57,13 +58,15 @@ class PipelineCache:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
             return self._load(ref.key, lambda: self._with_unet_state(ref))
+        if _is_lycoris(ref):
+            return self._load(ref.key, lambda: self._with_lycoris(ref))
         return self._load(_base_key(ref.base), lambda: load_components(ref.base))
 
     def pipeline(self, ref: ModelRef, scheduler: str = "default", kind: str = "txt2img"):
         """A pipeline drawing with `ref`'s weights (its LoRA active, others off). Call with `self.lock` held."""
         comps = self._components(ref)
         pipe = build_pipeline(comps, scheduler, kind)
-        if ref.full_model_dir is None and ref.unet_state_file is None:
+        if ref.full_model_dir is None and ref.unet_state_file is None and not _is_lycoris(ref):
             self._activate_lora(pipe, ref)
         return pipe
 
@@ -94,6 +97,15 @@ class PipelineCache:
                 encoder.load_state_dict(part, strict=False)
         return base
 
+    def _with_lycoris(self, ref: ModelRef) -> Components:
+        """LoKr / LoHa get a base of their own with the adapter always on: diffusers' adapter switching is
+        LoRA's, and a second adapter type in the shared UNet would be one more way to leak into others' pictures."""
+        from studio.models.lora_formats import inject_adapter_file
+
+        comps = load_components(ref.base)
+        inject_adapter_file(comps.unet, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
+        return comps
+
     def _activate_lora(self, pipe, ref: ModelRef) -> None:
         """Adapters live in the shared UNet: switch to `ref`'s one (loading it once), or turn them all off."""
         loaded = self._adapters.setdefault(_base_key(ref.base), set())
@@ -109,6 +121,21 @@ class PipelineCache:
             loaded.add(name)
         pipe.enable_lora()
         pipe.set_adapters([name])
+
+
+def _is_lycoris(ref: ModelRef) -> bool:
+    """A LoKr / LoHa the studio trained. Anything unreadable is left to the LoRA loader, which says what is wrong."""
+    from safetensors import SafetensorError
+
+    from studio.models.lora_formats import studio_adapter_spec
+
+    file = ref.lora_file
+    if file is None or not file.is_file() or file.suffix.lower() != ".safetensors":
+        return False
+    try:
+        return studio_adapter_spec(file) is not None
+    except (SafetensorError, OSError, ValueError):  # a damaged file, or metadata that is not JSON
+        return False
 
 
 def _base_key(source: ModelSource) -> str:

@@ -48,6 +48,8 @@ class ModelFamily:
     inpaint_class_name = ""
     unet_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
     text_lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj")
+    # LoCon's extra targets: the ResNet blocks' convolutions, where SD-style UNets draw edges and texture
+    unet_conv_targets = ("conv1", "conv2", "conv_shortcut")
 
     # -- loading ---------------------------------------------------------------
     def pipeline_class(self, kind: str = "txt2img"):

@@ -17,13 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from studio.runs import CHECKPOINT_STATE as STATE
 from studio.runs import TRAINABLE_FILE as WEIGHTS
 from studio.runs import RunFolder
+from studio.training.trainable import AdapterSettingError, adapter_of_state
 
 OPTIMIZER = "optimizer.pt"
+ADAPTER_KEY = "adapter"  # safetensors metadata of the trainable weights
+
+
+class ResumeMismatchError(AdapterSettingError):
+    pass
 
 
 @dataclass
@@ -50,7 +57,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_file(trainable_state, str(tmp / WEIGHTS))
+        # the adapter type is recorded, so resuming with another one is refused before any state is touched
+        save_file(trainable_state, str(tmp / WEIGHTS), metadata={ADAPTER_KEY: adapter_of_state(trainable_state) or "full"})
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -79,6 +87,8 @@ def save_checkpoint(
 def load_checkpoint(folder: Path, *, optimizer, lr_scheduler, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], LoopState]:
     """Restore optimizer, schedule and RNGs in place; return the trainable weights and loop state."""
     state = json.loads((folder / STATE).read_text())
+    weights = load_file(str(folder / WEIGHTS))
+    _refuse_other_trainable(folder, weights, optimizer)
     blob = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)  # tensors and numbers only: no pickle code
     optimizer.load_state_dict(blob["optimizer"])
     lr_scheduler.load_state_dict(blob["lr_scheduler"])
@@ -87,8 +97,24 @@ def load_checkpoint(folder: Path, *, optimizer, lr_scheduler, generator: torch.G
     if blob["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     np.random.set_state(_numpy_from(blob["numpy_rng"]))
-    weights = load_file(str(folder / WEIGHTS))
     return weights, LoopState(int(state["step"]), state["samplers"], int(state.get("bad_steps", 0)))
+
+
+def checkpoint_adapter(folder: Path) -> str:
+    """The adapter type a checkpoint was saved with ("full" for a full fine-tune)."""
+    with safe_open(str(folder / WEIGHTS), "pt") as fh:
+        recorded = (fh.metadata() or {}).get(ADAPTER_KEY)
+        return recorded or adapter_of_state(fh.keys()) or "full"  # checkpoints older than the record: from key names
+
+
+def _refuse_other_trainable(folder: Path, weights: dict[str, torch.Tensor], optimizer) -> None:
+    """The optimizer was built for this run's weights: a checkpoint of other weights would fail obscurely inside it."""
+    current = sorted(tuple(p.shape) for group in optimizer.param_groups for p in group["params"])
+    if sorted(tuple(t.shape) for t in weights.values()) != current:
+        raise ResumeMismatchError(
+            f"checkpoint {folder.name} holds adapter = {checkpoint_adapter(folder)!r} weights that do not match what "
+            "this run trains (were adapter, lora_rank, conv_rank, method or train_text_encoder changed?): resume with "
+            "the settings it was saved with, or start a new run")
 
 
 def _numpy_state() -> dict:

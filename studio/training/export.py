@@ -2,8 +2,12 @@
 
 LoRA runs give diffusers' `pytorch_lora_weights.safetensors` and a kohya /
 A1111 / ComfyUI file; full runs give a diffusers folder (and optionally one
-single `.safetensors`). Every run gets a model card. "Finished" is only ever
-reported after this module has read the files back.
+single `.safetensors`). Every run gets a model card (with its scorecard).
+"Finished" is only ever reported after this module has read the files back.
+
+When the scorecard (or the user) keeps an earlier checkpoint, its weights
+become `output/` and the last step's files move, whole, to `output/last/`;
+switching back to the last step moves them back.
 """
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
-from studio.runs import FULL_MODEL_DIR, LORA_FILE, RunFolder
+from studio.runs import FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
 from studio.training.trainable import Trainable
+
+
+LAST_DIR = "last"  # output/last/: the last step's files while an earlier checkpoint is the output
 
 
 class ExportError(RuntimeError):
@@ -27,7 +34,7 @@ class ExportError(RuntimeError):
 
 
 def write_inference_files(folder: Path, comps: Components, trainable: Trainable, config) -> None:
-    """What generate/compare need from a checkpoint: the LoRA files (full runs use trainable.safetensors)."""
+    """What generate/compare need from a checkpoint: the adapter files (full runs use trainable.safetensors)."""
     if trainable.method == "lora":
         _save_lora(folder, comps, trainable, config, {})
 
@@ -36,15 +43,64 @@ def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, me
     from peft import get_peft_model_state_dict
 
     from studio.models.lora_formats import save_lora_files
+    from studio.training.trainable import conv_rank_alpha
 
     text = [get_peft_model_state_dict(te) if f"text_encoder_{i}" in trainable.modules else None
             for i, te in enumerate(comps.text_encoders)]
+    adapter = trainable.adapter or "lora"
     return save_lora_files(folder, comps.family, get_peft_model_state_dict(comps.unet), text,
-                           rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata)
+                           rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata, adapter=adapter,
+                           conv=conv_rank_alpha(config) if adapter == "locon" else None)
 
 
-def export_outputs(run: RunFolder, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *, source: ModelSource) -> list[str]:
+def export_outputs(run: RunFolder, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *, source: ModelSource,
+                   scorecard: str = "") -> list[str]:
     """Write, verify, then atomically publish the run's `output/`; returns paths relative to the run folder."""
+    tmp, written = _write_verified(run, comps, trainable, resolved, source, scorecard)
+    final = run.output
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return [run.relative(final / p.relative_to(tmp)) for p in written]
+
+
+def export_checkpoint(run: RunFolder, comps: Components, trainable: Trainable, resolved: ResolvedConfig, *,
+                      source: ModelSource, checkpoint: Path, scorecard: str = "") -> list[str]:
+    """Make a checkpoint's weights the run's output; the last step's files go to (or stay in) `output/last/`.
+    `trainable` is loaded with the checkpoint's weights."""
+    trainable.load_state_dict(load_file(str(checkpoint / TRAINABLE_FILE)))
+    note = (f"This output holds checkpoint **{checkpoint.name}**; the last step's files are in `{LAST_DIR}/`.\n\n")
+    tmp, written = _write_verified(run, comps, trainable, resolved, source, note + scorecard)
+    final = run.output
+    last = final / LAST_DIR if (final / LAST_DIR).is_dir() else final  # the output is the last step's until now
+    if last.is_dir():
+        os.replace(last, tmp / LAST_DIR)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return [run.relative(final / p.relative_to(tmp)) for p in written]
+
+
+def restore_last(run: RunFolder) -> list[str]:
+    """Make the last step's files the output again (after an earlier checkpoint was kept)."""
+    final, last = run.output, run.output / LAST_DIR
+    if not last.is_dir():
+        return _relative(run, final)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.replace(last, tmp)
+    shutil.rmtree(final)
+    os.replace(tmp, final)
+    return _relative(run, final)
+
+
+def _relative(run: RunFolder, folder: Path) -> list[str]:
+    return [run.relative(p) for p in sorted(folder.iterdir())] if folder.is_dir() else []
+
+
+def _write_verified(run: RunFolder, comps: Components, trainable: Trainable, resolved: ResolvedConfig,
+                    source: ModelSource, scorecard: str) -> tuple[Path, list[Path]]:
+    """The outputs of `trainable`'s current weights, written and read back in `output.tmp/`."""
     config = resolved.config
     final = run.output
     tmp = final.with_name(final.name + ".tmp")
@@ -55,12 +111,9 @@ def export_outputs(run: RunFolder, comps: Components, trainable: Trainable, reso
         written += _export_lora(tmp, comps, trainable, config, source)
     else:
         written += _export_full(tmp, comps, config)
-    written.append(write_model_card(tmp, run, resolved, source))
+    written.append(write_model_card(tmp, run, resolved, source, scorecard))
     verify_outputs(tmp, trainable.method, comps)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return [run.relative(final / p.relative_to(tmp)) for p in written]
+    return tmp, written
 
 
 def _export_lora(folder: Path, comps, trainable, config, source) -> list[Path]:
@@ -89,10 +142,14 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
     """Read what was written back; a file that does not load is an error, not a finished run."""
     try:
         if method == "lora":
-            state = load_file(str(folder / LORA_FILE))
-            if not state or not all(torch.isfinite(t).all() for t in state.values()):
-                raise ExportError("the LoRA file is empty or holds non-finite weights")
-            comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
+            from studio.models.lora_formats import studio_adapter_spec
+
+            for file in folder.glob("*.safetensors"):  # the diffusers (or studio) file and the kohya one
+                state = load_file(str(file))
+                if not state or not all(torch.isfinite(t).all() for t in state.values()):
+                    raise ExportError(f"{file.name} is empty or holds non-finite weights")
+            if studio_adapter_spec(folder / LORA_FILE) is None:  # LoKr / LoHa: a file diffusers cannot read
+                comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
         else:
             unet_dir = folder / FULL_MODEL_DIR / "unet"
             saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
@@ -106,7 +163,8 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
         raise ExportError(f"the outputs in {folder} could not be read back ({exc})") from exc
 
 
-def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource) -> Path:
+def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "") -> Path:
+    """`scorecard`: the scorecard's markdown (studio.evaluation.scorecard), placed before the settings."""
     from studio.inference.grid import preview_grid
 
     config = resolved.config
@@ -127,6 +185,8 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
     ]
     if grid is not None:
         lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]
+    if scorecard:
+        lines += [scorecard]
     lines += ["## Settings", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
     path = folder / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")

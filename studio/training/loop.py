@@ -5,8 +5,9 @@
     3. choose the trainable weights (LoRA or full), optimizer, LR schedule
     4. work done once: image latents and (frozen) prompt embeddings
     5. resume from the last complete checkpoint, if asked
-    6. the loop: instance + class batch, noise, UNet, loss, step; previews, checkpoints
-    7. export the outputs, reload them to verify, and only then report "finished"
+    6. the loop: instance + class batch, noise, UNet, loss, step; previews, checkpoints (each scored)
+    7. score the final weights, pick the checkpoint to keep, export it (the last step's files beside it),
+       reload the outputs to verify, and only then report "finished"
 
 It knows nothing of threads or UIs: it reports through `emit(event)` and
 reads `commands` once per step.
@@ -30,7 +31,7 @@ from studio.workspace import BASE_PREVIEWS_CACHE, CLASS_IMAGES_CACHE
 from studio.training import checkpoint as ckpt
 from studio.training.batches import EpochSampler, LatentSource, PromptSource, image_tensor
 from studio.training.commands import RunCommands
-from studio.training.export import export_outputs, write_inference_files
+from studio.training.export import export_checkpoint, export_outputs, write_inference_files
 from studio.training.hardware import make_optimizer, pick_device, pick_precision
 from studio.training.identifier import check_identifier
 from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
@@ -131,6 +132,7 @@ class _Run:
     instance_prompts: list[str] = field(default_factory=list)
     samplers: dict[str, EpochSampler] = field(default_factory=dict)
     loop: ckpt.LoopState | None = None  # 5
+    scoring: Any = None  # studio.evaluation.session.TrainingScorer, made with the loop state
 
     @property
     def config(self):
@@ -154,11 +156,29 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
     outcome = _loop(run)  # 6
     if outcome is not None:
         return outcome
-    emit(Phase(name="saving", detail="writing and verifying outputs"))  # 7
     run.trainable.train(False)
-    outputs = export_outputs(request.run, run.comps, run.trainable, request.resolved, source=request.source)
+    card = run.scoring.finish(run.loop.step)  # 7
+    emit(Phase(name="saving", detail="writing and verifying outputs"))
+    markdown = card.markdown() if card is not None else ""
+    outputs = export_outputs(request.run, run.comps, run.trainable, request.resolved, source=request.source,
+                             scorecard=markdown)
+    if card is not None and card.pick is not None and card.pick.step < run.loop.step:
+        outputs = _export_pick(run, card.pick.step, markdown) or outputs
     emit(Finished(step=run.loop.step, outputs=tuple(outputs), seconds=time.perf_counter() - started_at))
     return RunOutcome(RunStatus.FINISHED, run.loop.step, tuple(outputs))
+
+
+def _export_pick(run: _Run, step: int, scorecard: str) -> list[str] | None:
+    """The picked checkpoint as the output, the last step's files beside it; if that fails, the last step's output
+    (already written and verified) stays, and the user is told: the pick never fails a run."""
+    request = run.request
+    try:
+        return export_checkpoint(request.run, run.comps, run.trainable, request.resolved, source=request.source,
+                                 checkpoint=request.run.checkpoint_dir(step), scorecard=scorecard)
+    except Exception as exc:
+        run.emit(Notice(message=f"scorecard: could not make step {step} the output ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); the output is the last step"))
+        return None
 
 
 def _load(run: _Run) -> None:
@@ -255,11 +275,23 @@ def _resume(run: _Run) -> None:
         run.emit(Notice(message=f"resumed from {last.name}"))
     run.emit(Started(run_id=run.folder.run_id, max_steps=run.config.max_steps, method=run.config.method,
                      device=str(run.device), precision=run.precision.name, resumed_from=run.loop.step))
+    run.scoring = _scoring(run)
+
+
+def _scoring(run: _Run):
+    """The run's scorecard: the base model's and every checkpoint's scores (studio.evaluation)."""
+    from studio.evaluation.session import TrainingScorer
+
+    request = run.request
+    return TrainingScorer(run.comps, run.config, request.source.kind, run.folder, [i.image for i in request.images],
+                          request.cache_root, run.resolution, run.device, run.emit, run.precision.autocast)
 
 
 def _preview(run: _Run, step: int) -> None:
-    run.emit(draw_previews(run.comps, run.config, run=run.folder, step=step, resolution=run.resolution,
-                           device=run.device, autocast=run.precision.autocast))
+    event = draw_previews(run.comps, run.config, run=run.folder, step=step, resolution=run.resolution,
+                          device=run.device, autocast=run.precision.autocast)
+    run.emit(event)
+    run.scoring.saw_preview(event)  # the scorecard reuses these pictures when it scores this step
 
 
 def _save(run: _Run) -> Path:
@@ -281,6 +313,8 @@ def _loop(run: _Run) -> RunOutcome | None:
         run.emit(draw_base_previews(run.comps, config, run=run.folder, resolution=run.resolution,
                                     cache_root=run.request.cache_root / BASE_PREVIEWS_CACHE,
                                     device=run.device, autocast=run.precision.autocast))
+    if loop.step == 0:
+        run.scoring.score_base()
     run.trainable.train()
     scaler = run.precision.grad_scaler()
     while loop.step < config.max_steps:
@@ -301,6 +335,7 @@ def _loop(run: _Run) -> RunOutcome | None:
             _preview(run, loop.step)
         if config.checkpoint_every and loop.step % config.checkpoint_every == 0 and loop.step < config.max_steps:
             _save(run)
+            run.scoring.score_weights(loop.step)
     return None
 
 

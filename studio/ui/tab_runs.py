@@ -31,17 +31,20 @@ class RunsTab:
 
     def show(self, browser_id, run_id, request: gr.Request):
         if not run_id:
-            return "", None, [], None, "", ""
+            return "", None, [], None, "", "", gr.Dropdown(choices=[], value=None)
         user = self.ctx.user(browser_id, request)
         config, (events, _) = self.studio.run_config(user, run_id), self.studio.events(user, run_id, 0)
         meta, state = self.studio.run_meta(user, run_id), self.studio.run_state(user, run_id)
         downloads = self.studio.downloads(user, run_id)
-        text = views.status_markdown(state, events, meta.name) + "\n\n" + views.config_table(
-            config.get("config", {}), config.get("sources", {}), None, self.studio.base_models.native_resolution())
+        text = "\n\n".join(part for part in (
+            views.status_markdown(state, events, meta.name), views.scorecard_markdown(events),
+            views.config_table(config.get("config", {}), config.get("sources", {}), None,
+                               self.studio.base_models.native_resolution())) if part)
+        keep = gr.Dropdown(choices=views.checkpoint_choices(events, self.studio.checkpoint_steps(user, run_id)), value=None)
         plot = views.loss_frame(events) if any(e.kind == "step" for e in events) else None
         files = [servable(d.path) for d in downloads]
         return (text, plot, preview_images(self.studio, user, run_id, events), files or None,
-                views.downloads_markdown(downloads), meta.name)
+                views.downloads_markdown(downloads), meta.name, keep)
 
     def refresh_on(self, event, api_name: str | bool = False) -> None:
         self.show_after(on(event, self.listing, [self.ctx.browser, self.picker], [self.table, self.picker],
@@ -79,9 +82,14 @@ def build(ctx: Ctx) -> RunsTab:
         with gr.Column(min_width=280):
             plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)", height=240)
             previews = gr.Gallery(label="Previews", columns=4, height="auto", object_fit="contain")
+            with gr.Row():
+                keep = gr.Dropdown([], value=None, label="Use as the run's output", scale=3, min_width=160,
+                                   info="the studio keeps the checkpoint its scorecard picks; choose another here",
+                                   elem_id="runs-keep")
+                use = gr.Button("Use it", scale=1, min_width=80, elem_id="runs-use")
             files_md = gr.Markdown("", elem_id="runs-downloads-help")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="runs-downloads")
-    details = [settings_md, plot, previews, downloads, files_md, name]
+    details = [settings_md, plot, previews, downloads, files_md, name, keep]
     tab = RunsTab(ctx, table, picker, details)
 
     def ask(browser_id, run_id, request: gr.Request):
@@ -105,7 +113,15 @@ def build(ctx: Ctx) -> RunsTab:
         gr.Info(f"renamed to {kept}")
         return (version or 0) + 1
 
+    def use_output(browser_id, run_id, choice, request: gr.Request):
+        if not run_id or not choice:
+            raise ValueError("pick a run and the checkpoint to use first")
+        studio.use_checkpoint(ctx.user(browser_id, request), run_id, None if choice == "last" else int(choice))
+        gr.Info("the last step's files are the output" if choice == "last" else f"step {choice}'s files are the output")
+        return tab.show(browser_id, run_id, request)
+
     tab.refresh_on(refresh.click, "runs_list")
+    on(use.click, use_output, [ctx.browser, picker, keep], details, api_name="runs_use_checkpoint")
     on(picker.input, tab.show, [ctx.browser, picker], details, api_name="runs_show")
     on(delete.click, ask, [ctx.browser, picker], [confirm, question], api_name="runs_ask_delete")
     on(no.click, lambda: gr.Group(visible=False), None, confirm, api_name=False)

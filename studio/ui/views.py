@@ -63,6 +63,32 @@ def score_frame(events: Iterable[Any]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "score": "float64", "series": "str"})
 
 
+def scorecard_markdown(events: Iterable[Any]) -> str:
+    """The run's scorecard (each checkpoint's newest scores, the base model first) and what the studio kept."""
+    from studio.evaluation.scorecard import BASE, Scorecard, latest_rows
+
+    events = list(events)
+    rows = latest_rows(events)
+    if not rows:
+        return ""
+    base = rows.pop(BASE, None)
+    scorer = next(iter(rows.values()), base).scorer
+    card = Scorecard(scorer, base, tuple(sorted(rows.values(), key=lambda r: r.step))).markdown()
+    kept = [e.message for e in _kind(events, "notice") if e.message.startswith("scorecard: kept")]
+    return card + (f"\n**{kept[-1][len('scorecard: '):]}**\n" if kept else "")
+
+
+def checkpoint_choices(events: Iterable[Any], steps: Sequence[int]) -> list[tuple[str, str]]:
+    """What "Use as the output" offers: the last step, then each kept checkpoint with its subject fidelity."""
+    scores = {e.step: e.subject_fidelity for e in _kind(events, Score.kind)}
+
+    def label(step: int) -> str:
+        score = scores.get(step)
+        return f"step {step}" + (f" · subject {score:.0%}" if score is not None and score == score else "")  # NaN: none
+
+    return [("the last step", "last"), *((label(s), str(s)) for s in sorted(steps, reverse=True))]
+
+
 def preview_items(events: Iterable[Any], limit: int = 24) -> list[tuple[str, str]]:
     """[(run-relative image path, "step N · prompt")], newest preview first."""
     items: list[tuple[str, str]] = []

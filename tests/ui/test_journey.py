@@ -98,11 +98,13 @@ def test_a_new_users_journey(tmp_path):
         run_id = studio.runs("local")[0].run_id
         started = [e for e in studio.events("local", run_id)[0] if e.kind == "started"]
         assert started[-1].resumed_from == stopped_at  # resumed, not started again
+        page.locator("#score-plot canvas, #score-plot svg").first.wait_for(timeout=30_000)  # the scorecard, drawn
         page.screenshot(path=str(SHOTS / "journey-2-finished.png"), full_page=True)
 
         # -- the downloads: each says what it is for; the zip opens in diffusers
         page.get_by_role("tab", name="5 · Runs").click()
         help_text = wait_text(page, "#runs-downloads-help", r"sks-star-diffusers\.zip", 30)
+        assert re.search(r"Scorecard.*subject fidelity", text_of(page, "#runs-settings"), re.S)  # the run's scorecard
         assert "for diffusers" in help_text and "A1111" not in help_text.split("sks-star-diffusers.zip")[0][-5:]
         href = next(a.get_attribute("href") for a in page.locator("#runs-downloads a").all()
                     if "sks-star-diffusers.zip" in (a.get_attribute("href") or ""))

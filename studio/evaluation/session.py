@@ -1,0 +1,179 @@
+"""Scoring during training: what the loop calls when a checkpoint is written, at the end, and for the base model.
+
+The loop hands over small typed parts (the loaded components, the config, the photos, the device), never Studio.
+Scoring never stops or corrupts a run: pictures are drawn in eval mode without gradients and with the global RNG
+restored, and any failure becomes a note on the Score event plus one Notice, never an exception.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from studio.config import TrainConfig
+from studio.evaluation.drawing import Reuse, base_cache_dir, draw_eval_images, load_cached, store_cached
+from studio.evaluation.pick import Row, pick_checkpoint
+from studio.evaluation.prompts import EvalPrompts, eval_prompts
+from studio.evaluation.scorecard import BASE, Scorecard, latest_rows, score_event
+from studio.evaluation.scores import EvalImages, Scorer, ScorerUnavailable, Scores
+from studio.events import Emit, Notice, Preview
+from studio.runs import RunFolder, step_name
+
+
+def make_scorer(source_kind: str, config: TrainConfig, device: Any = "cpu") -> Scorer:
+    """The built-in world's judge for the built-in model, DINOv2 + CLIP for every other model."""
+    if source_kind == "builtin":
+        from studio.evaluation.world import WorldScorer
+
+        return WorldScorer(config.class_noun)
+    from studio.evaluation.embedding import EmbeddingScorer
+
+    return EmbeddingScorer(config.scorer_models, device)
+
+
+def evaluate(scorer: Scorer, drawn: EvalImages, photos: Sequence[Image.Image]) -> Scores:
+    """`scorer.score`, with a scorer that cannot run turned into unmeasured numbers and its one-line reason."""
+    try:
+        return scorer.score(drawn, photos)
+    except ScorerUnavailable as exc:
+        return Scores(note=str(exc))
+
+
+@dataclass
+class TrainingScorer:
+    """One run's scorecard while it trains. `comps` hold the weights being trained: scoring draws with them live."""
+
+    comps: Any
+    config: TrainConfig
+    source_kind: str
+    run: RunFolder
+    photos: Sequence[Image.Image]
+    cache_root: Path
+    resolution: int
+    device: torch.device
+    emit: Emit
+    autocast: Callable = contextlib.nullcontext
+    seconds: float = 0.0  # time spent scoring (reported at the end: its share of the run)
+    _scorer: Scorer | None = None
+    _told: bool = False
+    _preview: Preview | None = None
+    _rows: dict[str, Row] = field(default_factory=dict)
+    _scored: list[str] = field(default_factory=list)  # what this attempt scored
+
+    def __post_init__(self) -> None:
+        self.prompts: EvalPrompts = eval_prompts(self.config, world=self.source_kind == "builtin")
+        self._rows = latest_rows(self.run.read_events())  # earlier attempts of a resumed run
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.score_checkpoints
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            self._scorer = make_scorer(self.source_kind, self.config, self.device)
+        return self._scorer
+
+    # -- what the loop calls -------------------------------------------------------------------
+    def saw_preview(self, event: Preview) -> None:
+        """Previews drawn at a step that is then scored serve both (same prompt, seed, steps and guidance)."""
+        self._preview = event
+
+    def score_base(self) -> None:
+        """The untouched model, once per base model and prompt set (its pictures are cached across runs)."""
+        if self.enabled:
+            self._score(BASE, 0, base=True)
+
+    def score_weights(self, step: int) -> None:
+        """The weights as they are now: at a checkpoint, and at the end of the run."""
+        if self.enabled:
+            self._score(step_name(step), step)
+
+    def finish(self, final_step: int) -> Scorecard | None:
+        """Score the final weights, pick the checkpoint to keep, say which and why; None when scoring is off."""
+        if not self.enabled:
+            return None
+        self.score_weights(final_step)
+        try:
+            return self._pick(final_step)
+        except Exception as exc:  # the run's weights are fine: the output is then simply the last step's
+            self.emit(Notice(message=f"scorecard: no pick ({type(exc).__name__}: {str(exc)[:200]}); the output is the last step"))
+            return None
+
+    def _pick(self, final_step: int) -> Scorecard:
+        final = step_name(final_step)
+        kept = {p.name for p in self.run.checkpoint_dirs()} | {final}
+        rows = sorted((r for k, r in self._rows.items() if k != BASE), key=lambda r: r.step)
+        available = [r for r in rows if r.checkpoint in kept and r.step <= final_step]
+        pick = pick_checkpoint(available, self._rows.get(BASE)) if available else None
+        card = Scorecard(self.scorer.name, self._rows.get(BASE), tuple(r for r in rows if r.step <= final_step), pick)
+        if pick is not None:
+            where = "the last step" if pick.checkpoint == final else "its files are the output; the last step's are in output/last"
+            self.emit(Notice(message=f"scorecard: kept {pick.checkpoint} ({where}): {pick.why}"))
+        self.emit(Notice(message=f"scorecard: {len(self._scored)} models scored in {self.seconds:.1f} s"))
+        return card
+
+    # -- the work ------------------------------------------------------------------------------
+    def _score(self, name: str, step: int, *, base: bool = False) -> None:
+        tic = time.perf_counter()
+        try:
+            scores = self._measure(base=base, step=step)
+        except Exception as exc:  # scoring must never end a run: the failure is reported, training goes on
+            scores = Scores(note=f"scoring {name} failed: {type(exc).__name__}: {str(exc)[:200]}")
+        finally:
+            self.seconds += time.perf_counter() - tic
+        if scores.note and not scores.measured and not self._told:
+            self._told = True
+            self.emit(Notice(message=f"scorecard: {scores.note}"))
+        row = Row(name, step, scores.subject_fidelity, scores.prompt_fidelity, scores.drift, scores.diversity,
+                  self.scorer.name, scores.note)
+        self._rows[name] = row
+        self._scored.append(name)
+        self.emit(score_event(row))
+
+    def _measure(self, *, base: bool, step: int) -> Scores:
+        try:
+            self.scorer.prepare()  # before drawing: a scorer that cannot load costs no pictures
+        except ScorerUnavailable as exc:
+            return Scores(note=str(exc))
+        drawn = self._base_pictures() if base else self._draw(self._reuse(step))
+        return evaluate(self.scorer, drawn, self.photos)
+
+    def _reuse(self, step: int) -> Reuse:
+        event = self._preview
+        if event is None or event.step != step:
+            return {}
+        wanted = set(self.prompts.pairs())
+        return {(p, s): Image.open(self.run.path / path).convert("RGB")
+                for p, s, path in zip(event.prompts, event.seeds, event.images) if (p, s) in wanted}
+
+    def _draw(self, reuse: Reuse | None = None) -> EvalImages:
+        from studio.inference.pipelines import build_pipeline
+
+        modules = [self.comps.unet, *self.comps.text_encoders]
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            return draw_eval_images(build_pipeline(self.comps), self.prompts, resolution=self.resolution,
+                                    steps=self.config.preview_steps, guidance=self.config.preview_guidance,
+                                    autocast=self.autocast, reuse=reuse)
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+
+    def _base_pictures(self) -> EvalImages:
+        from studio.training.prior import model_fingerprint
+
+        folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps), self.prompts, resolution=self.resolution,
+                                steps=self.config.preview_steps, guidance=self.config.preview_guidance)
+        cached = load_cached(folder, self.prompts)
+        drawn = self._draw(cached)
+        if cached is None:
+            store_cached(folder, drawn)
+        return drawn
