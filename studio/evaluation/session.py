@@ -94,6 +94,15 @@ class TrainingScorer:
         if self.enabled:
             self._score(step_name(step), step)
 
+    def best_checkpoints(self) -> tuple[str, ...]:
+        """The checkpoint the pick would keep now, so that pruning old checkpoints spares it (else the best one of an
+        over-trained run would be deleted before the end, when the pick is made)."""
+        on_disk = {p.name for p in self.run.checkpoint_dirs()}
+        rows = [r for name, r in self._rows.items() if name in on_disk]
+        if not self.enabled or not rows:
+            return ()
+        return (pick_checkpoint(rows, self._rows.get(BASE)).checkpoint,)
+
     def finish(self, final_step: int) -> Scorecard | None:
         """Score the final weights, pick the checkpoint to keep, say which and why; None when scoring is off."""
         if not self.enabled:

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import torch
@@ -50,8 +50,10 @@ def save_checkpoint(
     loop: LoopState,
     keep: int,
     extra_writer=None,
+    protect: Collection[str] = (),
 ) -> Path:
-    """Write a complete checkpoint atomically; `extra_writer(folder)` adds inference files (LoRA, UNet)."""
+    """Write a complete checkpoint atomically; `extra_writer(folder)` adds inference files (LoRA, UNet).
+    Then only the newest `keep` stay, and the checkpoints named in `protect` (the scorecard's best so far)."""
     final = run.checkpoint_dir(loop.step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -80,7 +82,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint that looks complete
         raise
     for old in run.checkpoint_dirs()[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in protect:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

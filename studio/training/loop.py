@@ -300,6 +300,7 @@ def _save(run: _Run) -> Path:
         run.folder, trainable_state=run.trainable.state_dict(), optimizer=run.optimizer,
         lr_scheduler=run.lr_scheduler, generator=run.generator, loop=run.loop, keep=run.config.keep_checkpoints,
         extra_writer=lambda f: write_inference_files(f, run.comps, run.trainable, run.config),
+        protect=run.scoring.best_checkpoints() if run.scoring is not None else (),
     )
     run.emit(Checkpoint(step=run.loop.step, path=run.folder.relative(folder)))
     return folder

@@ -52,6 +52,8 @@ def test_a_new_users_journey(tmp_path):
         page.get_by_text("5 of 5 photos accepted").wait_for(timeout=60_000)
         assert "blurry" not in text_of(page, "#curate-summary")  # the studio's own photos pass clean
         # a refused crop is a message, and every field keeps what it had (no "Error" badges left behind)
+        page.wait_for_function("() => document.querySelector('#curate-crop-right input').value === '64'",
+                               timeout=30_000)  # the demo's first photo is picked, with its automatic crop
         page.locator("#curate-crop-right input").fill("60")
         page.locator("#curate-save-crop").click()
         page.get_by_text("square").first.wait_for(timeout=20_000)
