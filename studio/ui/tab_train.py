@@ -220,12 +220,18 @@ class TrainTab:
                 *(gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
                   for b in ("pause", "resume", "stop", "sample")),
                 (version or 0) + 1 if state.status.is_terminal and not current.get("ended") else gr.skip(),
-                views.score_frame(events) if "score" in has or (current["cursor"] == 0 and events) else gr.skip(),
+                self._scores(events) if "score" in has or (current["cursor"] == 0 and events) else gr.skip(),
                 status if status is not None and status != current.get("status") else gr.skip(),
                 views.progress_text(events) if new else gr.skip(),
                 views.class_images_text(events) if "class_images" in has else gr.skip(),
                 views.loss_frame(events) if redraw else gr.skip(),
                 preview_images(self.studio, user, run_id, events) if "preview" in has else gr.skip())
+
+    @staticmethod
+    def _scores(events):
+        """The scorecard chart's data; nothing until the first score (a chart first given no rows stays blank after)."""
+        frame = views.score_frame(events)
+        return frame if not frame.empty else gr.skip()
 
     def control(self, action: str, verb: str):
         def handler(browser_id, current, request: gr.Request):

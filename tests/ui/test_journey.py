@@ -100,7 +100,7 @@ def test_a_new_users_journey(tmp_path):
         run_id = studio.runs("local")[0].run_id
         started = [e for e in studio.events("local", run_id)[0] if e.kind == "started"]
         assert started[-1].resumed_from == stopped_at  # resumed, not started again
-        page.locator("#score-plot canvas, #score-plot svg").first.wait_for(timeout=30_000)  # the scorecard, drawn
+        wait_text(page, "#score-plot", "subject fidelity", 30)  # the scorecard chart, drawn with its series
         page.screenshot(path=str(SHOTS / "journey-2-finished.png"), full_page=True)
 
         # -- the downloads: each says what it is for; the zip opens in diffusers
