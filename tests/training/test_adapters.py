@@ -16,6 +16,7 @@ from studio.models.sources import resolve_source
 from studio.training.commands import RunCommands
 from studio.training.trainable import AdapterSettingError, prepare_trainable
 from tests.conftest import FAST
+from tests.training.test_training import straight_and_resumed
 
 ADAPTERS = ["lora", "locon", "dora", "lokr", "loha"]
 SETTINGS = {"class_noun": "dog", "max_steps": 2, "preview_every": 5, "checkpoint_every": 1, "learning_rate": 1e-3,
@@ -28,16 +29,7 @@ def _files(folder):
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_adapter_trains_checkpoints_resumes_exactly_and_exports(tmp_path, tiny_sd, photos, adapter):
-    settings = {**SETTINGS, "adapter": adapter}
-    straight = Studio(tmp_path / "home", base_model=str(tiny_sd))
-    assert straight.train_folder(photos, tmp_path / "a", ["object-lora"], settings).status == "finished"
-
-    commands = RunCommands()
-    stop_after_one = lambda e: commands.stop() if e.kind == "step" and e.step == 1 else None
-    interrupted = Studio(tmp_path / "home", base_model=str(tiny_sd))
-    first = interrupted.train_folder(photos, tmp_path / "b", ["object-lora"], settings, emit=stop_after_one, commands=commands)
-    assert first.status == "cancelled" and first.step == 1
-    assert interrupted.train_folder(photos, tmp_path / "b", resume=True).status == "finished"
+    straight_and_resumed(tmp_path, tiny_sd, photos, {**SETTINGS, "adapter": adapter}, stop_at=1)
 
     a, b = _files(tmp_path / "a" / "output"), _files(tmp_path / "b" / "output")
     assert set(a) == set(b) == {"pytorch_lora_weights.safetensors", "sks-dog-kohya.safetensors"}

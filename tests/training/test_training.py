@@ -58,18 +58,23 @@ def test_full_fine_tune_with_text_encoder_saves_a_diffusers_model(tmp_path, tiny
     assert _image(trained).shape == (32, 32, 3)
 
 
+def straight_and_resumed(tmp_path, tiny_sd, photos, settings: dict, stop_at: int):
+    """The same run twice: straight through into a/, and stopped after step `stop_at` then resumed into b/."""
+    straight = Studio(tmp_path / "home", base_model=str(tiny_sd))
+    assert straight.train_folder(photos, tmp_path / "a", ["object-lora"], settings).status == "finished"
+    commands = RunCommands()
+    stop = lambda e: commands.stop() if e.kind == "step" and e.step == stop_at else None  # noqa: E731
+    interrupted = Studio(tmp_path / "home", base_model=str(tiny_sd))
+    first = interrupted.train_folder(photos, tmp_path / "b", ["object-lora"], settings, emit=stop, commands=commands)
+    assert first.status == "cancelled" and first.step == stop_at
+    assert interrupted.train_folder(photos, tmp_path / "b", resume=True).status == "finished"
+    return tmp_path / "a", tmp_path / "b"
+
+
 def test_resume_after_stop_ends_with_the_same_weights(tmp_path, tiny_sd, photos):
     settings = {"class_noun": "dog", "max_steps": 4, "preview_every": 3, "checkpoint_every": 2, "batch_size": 2,
                 "snr_gamma": 5.0, "offset_noise": 0.1, "random_flip": True, **FAST}
-    straight = Studio(tmp_path / "home", base_model=str(tiny_sd))
-    assert straight.train_folder(photos, tmp_path / "a", ["object-lora"], settings).status == "finished"
-
-    commands = RunCommands()
-    stop_after_two = lambda e: commands.stop() if e.kind == "step" and e.step == 2 else None
-    interrupted = Studio(tmp_path / "home", base_model=str(tiny_sd))
-    first = interrupted.train_folder(photos, tmp_path / "b", ["object-lora"], settings, emit=stop_after_two, commands=commands)
-    assert first.status == "cancelled" and first.step == 2
-    assert interrupted.train_folder(photos, tmp_path / "b", resume=True).status == "finished"
+    straight_and_resumed(tmp_path, tiny_sd, photos, settings, stop_at=2)
 
     a = load_file(str(tmp_path / "a" / "output" / "pytorch_lora_weights.safetensors"))
     b = load_file(str(tmp_path / "b" / "output" / "pytorch_lora_weights.safetensors"))
