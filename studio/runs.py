@@ -31,6 +31,7 @@ PREVIEWS = "previews"
 CHECKPOINTS = "checkpoints"
 OUTPUT = "output"
 FULL_MODEL_DIR = "model"  # output/model: a finished full fine-tune as a diffusers folder
+LAST_DIR = "last"  # output/last/: the last step's files while the scorecard's pick (an earlier checkpoint) is the output
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' own name: `pipe.load_lora_weights(folder)` finds it
 TRAINABLE_FILE = "trainable.safetensors"  # a checkpoint's trained weights (LoRA layers or the full UNet/TE)
 CHECKPOINT_STATE = "state.json"  # written last: a checkpoint folder with it is complete

@@ -2,6 +2,7 @@
 
     <root>/cache/class-images/<key>/     class images, shared (they hold no user data)
     <root>/cache/base-previews/<key>/    the untouched model's step-0 previews, shared
+    <root>/cache/base-scores/<key>/      the untouched model's scorecard pictures, shared
     <root>/users/<user>/datasets/<id>/   uploaded photos
     <root>/users/<user>/runs/<id>/       a run: config.json, events.jsonl, previews/, checkpoints/, output/
     <root>/users/<user>/presets/         the user's own presets
@@ -22,6 +23,7 @@ from studio.paths import safe_join
 
 CLASS_IMAGES_CACHE = "class-images"
 BASE_PREVIEWS_CACHE = "base-previews"
+BASE_SCORES_CACHE = "base-scores"  # the untouched model's scorecard pictures
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 LOCAL_USER = "local"
 

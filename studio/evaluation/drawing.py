@@ -17,8 +17,8 @@ from PIL import Image
 
 from studio.evaluation.prompts import EvalPrompts
 from studio.evaluation.scores import Drawn, EvalImages
+from studio.workspace import BASE_SCORES_CACHE
 
-SCORES_CACHE = "base-scores"  # under the studio's cache root, beside class images and base previews
 
 Reuse = Mapping[tuple[str, int], Image.Image]  # (prompt, seed) -> a picture already drawn with the same weights
 
@@ -43,7 +43,7 @@ def draw_eval_images(pipe, prompts: EvalPrompts, *, resolution: int, steps: int,
 def base_cache_dir(cache_root: Path, fingerprint: str, prompts: EvalPrompts, *, resolution: int, steps: int,
                    guidance: float) -> Path:
     recipe = [fingerprint, prompts.pairs(), resolution, steps, guidance]
-    return cache_root / SCORES_CACHE / hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+    return cache_root / BASE_SCORES_CACHE / hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 
 
 def load_cached(folder: Path, prompts: EvalPrompts) -> dict[tuple[str, int], Image.Image] | None:

@@ -22,8 +22,7 @@ from studio.evaluation.session import evaluate, make_scorer
 from studio.events import EventLog, Finished
 from studio.inference.models import ModelRef
 from studio.models.sources import ModelSource
-from studio.runs import FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step, step_name
-from studio.training.export import LAST_DIR
+from studio.runs import FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step, step_name
 
 
 def final_step(run: RunFolder) -> int | None:

@@ -22,11 +22,10 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
-from studio.runs import FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
+from studio.runs import FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
 from studio.training.trainable import Trainable
 
 
-LAST_DIR = "last"  # output/last/: the last step's files while an earlier checkpoint is the output
 
 
 class ExportError(RuntimeError):
