@@ -265,14 +265,19 @@ class Studio:
         return self.base_models.source(run.read_meta().base_model)
 
     def _score(self, run: RunFolder, user: str, checkpoint: str | None, scorer_models: Sequence[str], measure: bool):
-        from studio.evaluation.rescore import score_run, training_photos
+        from studio.evaluation.rescore import score_run
 
         source = self._run_source(run)
-        meta = run.read_meta()
-        photos_dir = Path(meta.images_dir) if meta.images_dir else self.photos.folder(user, meta.dataset_id)
-        photos = training_photos(run, photos_dir, self.base_models.native_resolution(meta.base_model))
+        photos = self._training_photos(run, user) if measure else ()  # only new scores compare with the photos
         return score_run(run, source=source, photos=photos, cache_root=self.workspace.cache_dir, device=self.device,
                          scorer_models=scorer_models, checkpoint=checkpoint, measure=measure)
+
+    def _training_photos(self, run: RunFolder, user: str):
+        from studio.evaluation.rescore import training_photos
+
+        meta = run.read_meta()
+        photos_dir = Path(meta.images_dir) if meta.images_dir else self.photos.folder(user, meta.dataset_id)
+        return training_photos(run, photos_dir, self.base_models.native_resolution(meta.base_model))
 
     def _use_checkpoint(self, run: RunFolder, step: int | None) -> list[str]:
         from studio.evaluation.keep import use_checkpoint

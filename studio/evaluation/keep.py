@@ -8,7 +8,7 @@ from __future__ import annotations
 from studio.config import ResolvedConfig, TrainConfig
 from studio.evaluation.pick import Pick
 from studio.evaluation.rescore import final_step
-from studio.evaluation.scorecard import BASE, Scorecard, latest_rows
+from studio.evaluation.scorecard import Scorecard
 from studio.events import EventLog, Notice
 from studio.models.sources import ModelSource
 from studio.runs import RunFolder, step_name
@@ -46,9 +46,5 @@ def use_checkpoint(run: RunFolder, source: ModelSource, step: int | None) -> lis
 
 
 def _card(run: RunFolder, step: int) -> str:
-    rows = latest_rows(run.read_events())
-    if not rows:
-        return ""
-    scorer = next(iter(rows.values())).scorer
-    lines = tuple(sorted((r for k, r in rows.items() if k != BASE), key=lambda r: r.step))
-    return Scorecard(scorer, rows.get(BASE), lines, Pick(step_name(step), step, "chosen by you")).markdown()
+    scorecard = Scorecard.from_events(run.read_events(), Pick(step_name(step), step, "chosen by you"))
+    return scorecard.markdown() if scorecard is not None else ""

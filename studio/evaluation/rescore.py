@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Sequence
 
 from PIL import Image
@@ -21,7 +20,7 @@ from studio.evaluation.scores import ScorerUnavailable, Scores
 from studio.evaluation.session import evaluate, make_scorer
 from studio.events import EventLog, Finished
 from studio.inference.models import ModelRef
-from studio.models.sources import ModelSource
+from studio.models.sources import ModelSource, model_fingerprint
 from studio.runs import FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step, step_name
 
 
@@ -126,10 +125,7 @@ def _score_one(cache, scorer, prompts, config: TrainConfig, source: ModelSource,
         settings = dict(resolution=resolution, steps=config.preview_steps, guidance=config.preview_guidance)
         cached_dir = cached = None
         if folder is None:
-            from studio.training.prior import model_fingerprint
-
-            # the fingerprint reads only the source; the training loop computes it from its loaded components
-            cached_dir = base_cache_dir(cache_root, model_fingerprint(SimpleNamespace(source=source)), prompts, **settings)
+            cached_dir = base_cache_dir(cache_root, model_fingerprint(source), prompts, **settings)
             cached = load_cached(cached_dir, prompts)
         drawn = draw_eval_images(pipe, prompts, reuse=cached, **settings)
         if cached_dir is not None and cached is None:

@@ -41,6 +41,16 @@ class Scorecard:
     pick: Pick | None = None
     notes: tuple[str, ...] = ()  # e.g. a half-written checkpoint that was skipped
 
+    @classmethod
+    def from_events(cls, events: Sequence[Event], pick: Pick | None = None) -> "Scorecard | None":
+        """The scorecard a run's events hold (each model's newest scores); None before the first score."""
+        rows = latest_rows(events)
+        if not rows:
+            return None
+        base = rows.pop(BASE, None)
+        scorer = next(iter(rows.values()), base).scorer
+        return cls(scorer, base, tuple(sorted(rows.values(), key=lambda r: r.step)), pick)
+
     def to_json(self) -> dict[str, Any]:
         lines = [r for r in (self.base, *self.rows) if r is not None]
         return {"scorer": self.scorer, "rows": [_json_row(r) for r in lines],

@@ -22,6 +22,7 @@ from studio.evaluation.prompts import EvalPrompts, eval_prompts
 from studio.evaluation.scorecard import BASE, Scorecard, latest_rows, score_event
 from studio.evaluation.scores import EvalImages, Scorer, ScorerUnavailable, Scores
 from studio.events import Emit, Notice, Preview
+from studio.models.sources import model_fingerprint
 from studio.runs import RunFolder, step_name
 
 
@@ -177,9 +178,7 @@ class TrainingScorer:
                 m.train(mode)
 
     def _base_pictures(self) -> EvalImages:
-        from studio.training.prior import model_fingerprint
-
-        folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps), self.prompts, resolution=self.resolution,
+        folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps.source), self.prompts, resolution=self.resolution,
                                 steps=self.config.preview_steps, guidance=self.config.preview_guidance)
         cached = load_cached(folder, self.prompts)
         drawn = self._draw(cached)

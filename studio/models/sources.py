@@ -41,6 +41,17 @@ class ModelSource:
         return BUILTIN_NAME if self.kind == "builtin" else self.location
 
 
+def model_fingerprint(source: ModelSource) -> str:
+    """Identify a base model cheaply, without loading it: its location plus the sizes of its weight files (what keys
+    the caches of the untouched model's class images, previews and scorecard pictures)."""
+    parts = [source.kind, source.location]
+    root = Path(source.location)
+    if root.exists():
+        files = [root] if root.is_file() else sorted(root.rglob("*.safetensors"))
+        parts += [f"{p.relative_to(root) if root.is_dir() else p.name}:{p.stat().st_size}" for p in files]
+    return "|".join(parts)
+
+
 def resolve_source(
     spec: str | None,
     *,

@@ -20,6 +20,7 @@ from studio.config import TrainConfig
 from studio.events import Preview
 from studio.inference.pipelines import build_pipeline
 from studio.models.families import Components
+from studio.models.sources import model_fingerprint
 from studio.runs import RunFolder
 
 
@@ -59,9 +60,7 @@ def draw_previews(comps: Components, config: TrainConfig, *, run: RunFolder, ste
 def draw_base_previews(comps: Components, config: TrainConfig, *, run: RunFolder, cache_root: Path, resolution: int,
                        device, autocast) -> Preview:
     """Step 0 (the untouched base model) is the same for every run with the same base, prompts and seeds: cache it."""
-    from studio.training.prior import model_fingerprint
-
-    recipe = [model_fingerprint(comps), preview_prompts(config), list(config.preview_seeds), config.preview_steps,
+    recipe = [model_fingerprint(comps.source), preview_prompts(config), list(config.preview_seeds), config.preview_steps,
               config.preview_guidance, resolution]
     cached = cache_root / hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
     manifest = cached / "preview.json"

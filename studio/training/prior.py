@@ -19,23 +19,13 @@ from PIL import Image
 from studio.events import ClassImages, Emit
 from studio.inference.pipelines import build_pipeline
 from studio.models.families import Components
+from studio.models.sources import model_fingerprint
 
 MANIFEST = "manifest.json"
 
 
-def model_fingerprint(comps: Components) -> str:
-    """Identify a base model cheaply: its location plus the sizes of its weight files."""
-    source = comps.source
-    parts = [source.kind, source.location]
-    root = Path(source.location)
-    if root.exists():
-        files = [root] if root.is_file() else sorted(root.rglob("*.safetensors"))
-        parts += [f"{p.relative_to(root) if root.is_dir() else p.name}:{p.stat().st_size}" for p in files]
-    return "|".join(parts)
-
-
 def cache_dir_for(cache_root: Path, comps: Components, class_prompt: str, resolution: int) -> Path:
-    key = hashlib.sha256(f"{model_fingerprint(comps)}\n{class_prompt}\n{resolution}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{model_fingerprint(comps.source)}\n{class_prompt}\n{resolution}".encode()).hexdigest()[:16]
     return cache_root / key
 
 

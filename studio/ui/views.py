@@ -65,15 +65,13 @@ def score_frame(events: Iterable[Any]) -> pd.DataFrame:
 
 def scorecard_markdown(events: Iterable[Any]) -> str:
     """The run's scorecard (each checkpoint's newest scores, the base model first) and what the studio kept."""
-    from studio.evaluation.scorecard import BASE, Scorecard, latest_rows
+    from studio.evaluation.scorecard import Scorecard
 
     events = list(events)
-    rows = latest_rows(events)
-    if not rows:
+    scorecard = Scorecard.from_events(events)
+    if scorecard is None:
         return ""
-    base = rows.pop(BASE, None)
-    scorer = next(iter(rows.values()), base).scorer
-    card = Scorecard(scorer, base, tuple(sorted(rows.values(), key=lambda r: r.step))).markdown()
+    card = scorecard.markdown()
     kept = [e.message for e in _kind(events, "notice") if e.message.startswith("scorecard: kept")]
     return card + (f"\n**{kept[-1][len('scorecard: '):]}**\n" if kept else "")
 
