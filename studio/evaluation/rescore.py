@@ -19,9 +19,9 @@ from studio.evaluation.scorecard import BASE, Scorecard, latest_rows, score_even
 from studio.evaluation.scores import ScorerUnavailable, Scores
 from studio.evaluation.session import evaluate, make_scorer
 from studio.events import EventLog, Finished
-from studio.inference.models import ModelRef
+from studio.inference.models import ModelRef, folder_ref
 from studio.models.sources import ModelSource, model_fingerprint
-from studio.runs import FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step, step_name
+from studio.runs import LAST_DIR, RunFolder, parse_step, step_name
 
 
 def final_step(run: RunFolder) -> int | None:
@@ -37,11 +37,10 @@ def final_weights(run: RunFolder) -> Path:
 
 def _ref(name: str, folder: Path, base: ModelSource) -> ModelRef:
     key = f"score:{folder}:{folder.stat().st_mtime_ns}"  # a re-written folder is a new model to the pipeline cache
-    if (folder / LORA_FILE).exists():
-        return ModelRef(key, name, base, lora_file=folder / LORA_FILE)
-    if (folder / FULL_MODEL_DIR).is_dir():
-        return ModelRef(key, name, base, full_model_dir=folder / FULL_MODEL_DIR)
-    return ModelRef(key, name, base, unet_state_file=folder / TRAINABLE_FILE)
+    ref = folder_ref(key, name, base, folder)
+    if ref is None:
+        raise FileNotFoundError(f"{folder} holds no weights to score")
+    return ref
 
 
 def skipped_checkpoints(run: RunFolder) -> list[str]:

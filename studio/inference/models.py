@@ -97,17 +97,25 @@ class DrawableModels:
         run_id = run.run_id
         base = self.catalog.source(run.read_meta().base_model if run.has_meta() else None)
         if not step:
-            if (run.output / LORA_FILE).exists():
-                return ModelRef(key, run_id, base, lora_file=run.output / LORA_FILE)
-            if (run.output / FULL_MODEL_DIR).is_dir():
-                return ModelRef(key, run_id, base, full_model_dir=run.output / FULL_MODEL_DIR)
-            raise NotFound(f"run {run_id} has no finished model yet; pick a checkpoint")
+            ref = folder_ref(key, run_id, base, run.output)
+            if ref is None:
+                raise NotFound(f"run {run_id} has no finished model yet; pick a checkpoint")
+            return ref
         if not step.isdigit():
             raise NotFound(f"unknown checkpoint step {step!r} in run {run_id}")
         folder = run.checkpoint_dir(int(step))
         if not (folder / CHECKPOINT_STATE).exists():
             raise NotFound(f"run {run_id} has no checkpoint at step {step}")
-        label = f"{run_id} @ {step}"
-        if (folder / LORA_FILE).exists():
-            return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
+        return folder_ref(key, f"{run_id} @ {step}", base, folder)
+
+
+def folder_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRef | None:
+    """What a run's output or checkpoint folder draws with: its LoRA, its full model, or its trained weights
+    (a full fine-tune's checkpoint); None when it holds none of them."""
+    if (folder / LORA_FILE).exists():
+        return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
+    if (folder / FULL_MODEL_DIR).is_dir():
+        return ModelRef(key, label, base, full_model_dir=folder / FULL_MODEL_DIR)
+    if (folder / TRAINABLE_FILE).exists():
         return ModelRef(key, label, base, unet_state_file=folder / TRAINABLE_FILE)
+    return None
