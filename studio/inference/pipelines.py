@@ -53,20 +53,23 @@ class PipelineCache:
         self._models: OrderedDict[str, Components] = OrderedDict()
         self._adapters: dict[str, set[str]] = {}
 
-    def _components(self, ref: ModelRef) -> Components:
+    def _own_components(self, ref: ModelRef) -> Components | None:
+        """The components of a model that has its own (a full fine-tune, its checkpoint, a LoKr / LoHa); None for the
+        base model and the LoRAs switched on it."""
         if ref.full_model_dir is not None:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
             return self._load(ref.key, lambda: self._with_unet_state(ref))
         if _is_lycoris(ref):
             return self._load(ref.key, lambda: self._with_lycoris(ref))
-        return self._load(_base_key(ref.base), lambda: load_components(ref.base))
+        return None
 
     def pipeline(self, ref: ModelRef, scheduler: str = "default", kind: str = "txt2img"):
         """A pipeline drawing with `ref`'s weights (its LoRA active, others off). Call with `self.lock` held."""
-        comps = self._components(ref)
+        own = self._own_components(ref)
+        comps = own or self._load(_base_key(ref.base), lambda: load_components(ref.base))
         pipe = build_pipeline(comps, scheduler, kind)
-        if ref.full_model_dir is None and ref.unet_state_file is None and not _is_lycoris(ref):
+        if own is None:  # the shared base: switch to this ref's LoRA, or turn every adapter off
             self._activate_lora(pipe, ref)
         return pipe
 
