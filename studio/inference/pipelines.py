@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from pathlib import Path
 from collections import OrderedDict
 
 import torch
@@ -52,10 +53,16 @@ class PipelineCache:
         self.lock = threading.RLock()
         self._models: OrderedDict[str, Components] = OrderedDict()
         self._adapters: dict[str, set[str]] = {}
+        # What each cached model or adapter was loaded from, as (path, mtime, size): a run's output changes under a
+        # stable key when the user makes another checkpoint its output, and must then be loaded again.
+        self._loaded_from: dict[str, tuple] = {}
 
     def _own_components(self, ref: ModelRef) -> Components | None:
         """The components of a model that has its own (a full fine-tune, its checkpoint, a LoKr / LoHa); None for the
         base model and the LoRAs switched on it."""
+        if self._loaded_from.get(ref.key, _files_of(ref)) != _files_of(ref):
+            self._models.pop(ref.key, None)  # rewritten since it was loaded: load it anew
+        self._loaded_from[ref.key] = _files_of(ref)
         if ref.full_model_dir is not None:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
@@ -117,7 +124,11 @@ class PipelineCache:
                 pipe.disable_lora()
             return
         name = _adapter_name(ref.key)
+        if name in loaded and self._loaded_from.get(name) != _files_of(ref):  # the file was rewritten since
+            pipe.delete_adapters([name])
+            loaded.discard(name)
         if name not in loaded:
+            self._loaded_from[name] = _files_of(ref)
             from studio.models.lora_formats import load_lora_for_inference
 
             load_lora_for_inference(pipe, ref.lora_file, name)
@@ -143,6 +154,21 @@ def _is_lycoris(ref: ModelRef) -> bool:
 
 def _base_key(source: ModelSource) -> str:
     return f"base:{source.kind}:{source.location}"
+
+
+def _files_of(ref: ModelRef) -> tuple:
+    """Where `ref`'s own weights come from, with each file's mtime and size (nothing for the base model)."""
+    paths = [p for p in (ref.lora_file, ref.unet_state_file) if p is not None]
+    if ref.full_model_dir is not None:
+        paths += sorted(p for p in Path(ref.full_model_dir).rglob("*") if p.is_file())
+    stats = []
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+            stats.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except OSError:  # gone: whoever loads it says so
+            stats.append((str(path), None, None))
+    return tuple(stats)
 
 
 def _adapter_name(key: str) -> str:

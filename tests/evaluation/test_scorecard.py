@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -16,6 +17,7 @@ from studio.engine import Studio
 from studio.evaluation import session
 from studio.evaluation.pick import Pick
 from studio.events import read_events
+from studio.inference.generate import DrawSettings
 from studio.runs import step_name
 from tests.conftest import FAST
 from tests.evaluation.tiny_scorers import build_tiny_clip, build_tiny_dino
@@ -92,10 +94,16 @@ def test_studio_score_json_gives_the_documented_shape(demo_run):
 def test_use_checkpoint_switches_the_output_and_back(demo_run):
     studio, _, run = demo_run
     last = _unet(run / "output" / "last")
+    draw = lambda model: np.asarray(studio.generate("local", str(model), DrawSettings("a photo of sks star", steps=2,
+                                                                                     seed=3)).images[0], dtype=int)
+    picked_picture = draw(run)  # the picked checkpoint, now loaded and cached by the studio
     studio.use_checkpoint_folder(run, None)  # the last step
     assert not (run / "output" / "last").exists() and _same(_unet(run / "output"), last)
+    # the same model name now draws the last step: the cached copy of the old output is not used again
+    assert np.abs(draw(run) - picked_picture).max() > 0
     studio.use_checkpoint_folder(run, 2)
     assert _same(_unet(run / "output" / "last"), last) and not _same(_unet(run / "output"), last)
+    assert np.array_equal(draw(run), picked_picture)
     with pytest.raises(FileNotFoundError, match="no complete checkpoint at step 3"):
         studio.use_checkpoint_folder(run, 3)
 
