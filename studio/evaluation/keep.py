@@ -8,7 +8,7 @@ from __future__ import annotations
 from studio.config import ResolvedConfig, TrainConfig
 from studio.evaluation.pick import Pick
 from studio.evaluation.rescore import final_step
-from studio.evaluation.scorecard import Scorecard
+from studio.evaluation.scorecard import SWITCHED, Scorecard
 from studio.events import EventLog, Notice
 from studio.models.sources import ModelSource
 from studio.runs import RunFolder, step_name
@@ -41,7 +41,7 @@ def use_checkpoint(run: RunFolder, source: ModelSource, step: int | None) -> lis
         trainable = prepare_trainable(comps, resolved.config)
         outputs = export_checkpoint(run, comps, trainable, resolved, source=source, checkpoint=folder,
                                     scorecard=_card(run, step))
-    EventLog(run.events_file).emit(Notice(message=f"output switched to {step_name(step)} (chosen by you)"))
+    EventLog(run.events_file).emit(Notice(message=f"{SWITCHED}{step_name(step)} (chosen by you)"))
     return outputs
 
 

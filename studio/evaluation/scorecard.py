@@ -8,8 +8,12 @@ from typing import Any, Sequence
 
 from studio.evaluation.pick import Pick, Row
 from studio.events import Event, Score
+from studio.runs import parse_step
 
 BASE = "base"
+# The notices that say which checkpoint is the run's output: the pick at the end of the run, or the user's choice.
+KEPT = "scorecard: kept "
+SWITCHED = "output switched to "
 COLUMNS = (("subject_fidelity", "subject fidelity ↑"), ("prompt_fidelity", "prompt fidelity ↑"),
            ("drift", "drift (PRES) ↓"), ("diversity", "diversity ↑"))
 
@@ -97,3 +101,15 @@ def _json_row(row: Row) -> dict[str, Any]:
     clean = lambda v: None if math.isnan(v) else round(float(v), 4)
     return {"checkpoint": row.checkpoint, "step": row.step, **{n: clean(getattr(row, n)) for n, _ in COLUMNS},
             "note": row.note}
+
+
+def output_step(events) -> int | None:
+    """The step whose files are the run's output now, from its newest pick or choice; None before either."""
+    for event in reversed(list(events)):
+        message = getattr(event, "message", "") if event.kind == "notice" else ""
+        for prefix in (KEPT, SWITCHED):
+            if message.startswith(prefix):
+                step = parse_step(message[len(prefix):].split(" ", 1)[0])
+                if step is not None:
+                    return step
+    return None

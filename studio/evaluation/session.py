@@ -19,7 +19,7 @@ from studio.config import TrainConfig
 from studio.evaluation.drawing import Reuse, base_cache_dir, draw_eval_images, load_cached, store_cached
 from studio.evaluation.pick import Row, pick_checkpoint
 from studio.evaluation.prompts import EvalPrompts, eval_prompts
-from studio.evaluation.scorecard import BASE, Scorecard, latest_rows, score_event
+from studio.evaluation.scorecard import BASE, KEPT, Scorecard, latest_rows, score_event
 from studio.evaluation.scores import EvalImages, Scorer, ScorerUnavailable, Scores
 from studio.events import Emit, Notice, Preview
 from studio.models.sources import model_fingerprint
@@ -124,7 +124,7 @@ class TrainingScorer:
         card = Scorecard(self.scorer.name, self._rows.get(BASE), tuple(r for r in rows if r.step <= final_step), pick)
         if pick is not None:
             where = "the last step" if pick.checkpoint == final else "its files are the output; the last step's are in output/last"
-            self.emit(Notice(message=f"scorecard: kept {pick.checkpoint} ({where}): {pick.why}"))
+            self.emit(Notice(message=f"{KEPT}{pick.checkpoint} ({where}): {pick.why}"))
         self.emit(Notice(message=f"scorecard: {len(self._scored)} models scored in {self.seconds:.1f} s"))
         return card
 

@@ -49,31 +49,54 @@ def loss_frame(events: Iterable[Any], weight: float = 0.6) -> pd.DataFrame:
 
 
 SCORE_SERIES = (("subject fidelity ↑", "subject_fidelity"), ("prompt fidelity ↑", "prompt_fidelity"), ("drift ↓", "drift"))
+PICK_SERIES = "★ output"  # a vertical line at the checkpoint that is (or, while training, would be) the run's output
+# Each measure's colour, and a paler one for the base model's value drawn across the chart as its reference line.
+SCORE_COLOURS = {"subject fidelity ↑": "#2563eb", "prompt fidelity ↑": "#16a34a", "drift ↓": "#dc2626",
+                 **{f"base: {name}": pale for name, pale in (("subject fidelity ↑", "#93c5fd"),
+                                                            ("prompt fidelity ↑", "#86efac"), ("drift ↓", "#fca5a5"))},
+                 PICK_SERIES: "#111827"}
 
 
 def score_frame(events: Iterable[Any]) -> pd.DataFrame:
-    """Long-format DataFrame (step, score, series) of each checkpoint's newest scores; step 0 is the base model."""
+    """Long-format DataFrame (step, score, series) of each checkpoint's newest scores (step 0 is the base model), the
+    base model's values as flat reference lines, and a vertical line at the checkpoint kept as the output (the
+    best so far while training)."""
+    from studio.evaluation.pick import pick_checkpoint
+    from studio.evaluation.scorecard import BASE, Scorecard, output_step
+
+    events = list(events)
     latest: dict[str, Any] = {}
     for event in _kind(events, Score.kind):
         latest[event.checkpoint] = event
+    measured = lambda e, attr: getattr(e, attr) == getattr(e, attr)  # NaN (not measured) is left out
     rows = [{"step": int(e.step), "score": round(float(getattr(e, attr)), 4), "series": series}
-            for e in sorted(latest.values(), key=lambda e: e.step) for series, attr in SCORE_SERIES
-            if getattr(e, attr) == getattr(e, attr)]  # NaN (not measured) is left out
+            for e in sorted(latest.values(), key=lambda e: e.step) for series, attr in SCORE_SERIES if measured(e, attr)]
+    last = max((int(e.step) for e in latest.values()), default=0)
+    base = latest.get(BASE)
+    if base is not None and last > 0:
+        rows += [{"step": step, "score": round(float(getattr(base, attr)), 4), "series": f"base: {series}"}
+                 for series, attr in SCORE_SERIES if measured(base, attr) for step in (0, last)]
+    kept = output_step(events)
+    card = Scorecard.from_events(events) if kept is None else None
+    if card is not None and card.rows:
+        kept = pick_checkpoint(card.rows, card.base).step
+    if kept is not None:
+        rows += [{"step": kept, "score": value, "series": PICK_SERIES} for value in (0.0, 1.0)]
     frame = pd.DataFrame(rows, columns=["step", "score", "series"])
     return frame.astype({"step": "int64", "score": "float64", "series": "str"})
 
 
 def scorecard_markdown(events: Iterable[Any]) -> str:
     """The run's scorecard (each checkpoint's newest scores, the base model first) and what the studio kept."""
-    from studio.evaluation.scorecard import Scorecard
+    from studio.evaluation.scorecard import KEPT, SWITCHED, Scorecard
 
     events = list(events)
     scorecard = Scorecard.from_events(events)
     if scorecard is None:
         return ""
     card = scorecard.markdown()
-    kept = [e.message for e in _kind(events, "notice") if e.message.startswith("scorecard: kept")]
-    return card + (f"\n**{kept[-1][len('scorecard: '):]}**\n" if kept else "")
+    said = [e.message for e in _kind(events, "notice") if e.message.startswith((KEPT, SWITCHED))]
+    return card + (f"\n**{said[-1].removeprefix('scorecard: ')}**\n" if said else "")  # the newest: pick or choice
 
 
 def checkpoint_choices(events: Iterable[Any], steps: Sequence[int]) -> list[tuple[str, str]]:
@@ -85,6 +108,15 @@ def checkpoint_choices(events: Iterable[Any], steps: Sequence[int]) -> list[tupl
         return f"step {step}" + (f" · subject {score:.0%}" if score is not None and score == score else "")  # NaN: none
 
     return [("the last step", "last"), *((label(s), str(s)) for s in sorted(steps, reverse=True))]
+
+
+def output_choice(events: Iterable[Any], choices: Sequence[tuple[str, str]]) -> str | None:
+    """Which of `checkpoint_choices` is the run's output now: its checkpoint, else the last step."""
+    from studio.evaluation.scorecard import output_step
+
+    step = output_step(events)
+    values = [value for _, value in choices]
+    return str(step) if step is not None and str(step) in values else ("last" if "last" in values else None)
 
 
 def preview_items(events: Iterable[Any], limit: int = 24) -> list[tuple[str, str]]:
@@ -173,7 +205,8 @@ def controls(state: Any | None) -> dict[str, bool]:
     live = status in (RunStatus.RUNNING, RunStatus.QUEUED)
     return {"pause": status == RunStatus.RUNNING, "stop": live or status == RunStatus.PAUSED,
             "sample": status == RunStatus.RUNNING,
-            "resume": status == RunStatus.PAUSED or bool(state is not None and getattr(state, "resumable", False))}
+            "resume": status == RunStatus.PAUSED or bool(state is not None and getattr(state, "resumable", False)),
+            "use": status == RunStatus.FINISHED}
 
 
 # -- curation -------------------------------------------------------------------------

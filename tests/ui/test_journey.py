@@ -103,6 +103,17 @@ def test_a_new_users_journey(tmp_path):
         wait_text(page, "#score-plot", "subject fidelity", 30)  # the scorecard chart, drawn with its series
         page.screenshot(path=str(SHOTS / "journey-2-finished.png"), full_page=True)
 
+        # -- the scorecard's pick overruled with one click: the other checkpoint becomes the run's output
+        page.wait_for_function("() => !document.querySelector('#train-use').disabled", timeout=10_000)
+        keep = page.locator("#train-keep input")
+        target = "the last step" if keep.input_value().startswith("step") else f"step {stopped_at}"
+        keep.click()
+        page.get_by_role("option", name=re.compile("^" + re.escape(target))).click()
+        page.locator("#train-use").click()
+        page.get_by_text(re.compile(r"(step \d+|the last step)'s files are the output")).first.wait_for(timeout=60_000)
+        notices = [e.message for e in studio.events("local", run_id)[0] if e.kind == "notice"]
+        assert notices[-1].startswith("output switched to") and "chosen by you" in notices[-1]
+
         # -- the downloads: each says what it is for; the zip opens in diffusers
         page.get_by_role("tab", name="5 · Runs").click()
         help_text = wait_text(page, "#runs-downloads-help", r"sks-star-diffusers\.zip", 30)

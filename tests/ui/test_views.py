@@ -56,10 +56,11 @@ def test_status_shows_error_with_advice_and_queue_position():
     assert "checkpoint `step-000002` kept" in text and "Resume" in text  # what Stop/failure kept, and what to do
     queued = RunState("r2", RunStatus.QUEUED, 2, 0, 10)
     assert "2 run(s) ahead" in views.status_markdown(queued, [])
-    assert views.controls(queued) == {"pause": False, "stop": True, "sample": False, "resume": False}
-    assert views.controls(failed)["resume"] and not views.controls(failed)["stop"]
+    assert views.controls(queued) == {"pause": False, "stop": True, "sample": False, "resume": False, "use": False}
+    assert views.controls(failed)["resume"] and not views.controls(failed)["stop"] and not views.controls(failed)["use"]
     done = RunState("r3", RunStatus.FINISHED, -1, 10, 10)
-    assert not any(views.controls(done).values())  # nothing left to control: every button greyed out
+    # nothing left to run: only choosing which checkpoint is its output
+    assert [name for name, can in views.controls(done).items() if can] == ["use"]
 
 
 def test_curation_captions_and_markdown():
@@ -116,7 +117,7 @@ def test_schedulers_match_the_engine_and_views_has_no_gradio():
 
 
 def test_score_frame_keeps_each_checkpoints_newest_scores_and_skips_what_was_not_measured():
-    from studio.events import Score
+    from studio.events import Notice, Score
 
     events = [Score(step=0, checkpoint="base", subject_fidelity=0.1, prompt_fidelity=0.5, drift=0.0),
               Score(step=20, checkpoint="step-000020", subject_fidelity=0.4, prompt_fidelity=0.4, drift=0.1),
@@ -127,3 +128,14 @@ def test_score_frame_keeps_each_checkpoints_newest_scores_and_skips_what_was_not
     assert subject["step"].tolist() == [0, 20, 40] and subject["score"].tolist() == [0.1, 0.6, 0.9]  # rescored: newest
     assert 40 not in frame[frame.series == "prompt fidelity ↑"]["step"].tolist()  # not measured: no point
     assert views.score_frame([]).empty
+    # the base model's values are flat reference lines across the chart
+    base_drift = frame[frame.series == "base: drift ↓"]
+    assert base_drift["step"].tolist() == [0, 40] and base_drift["score"].tolist() == [0.0, 0.0]
+    # while training, the marker stands at the best checkpoint so far: step 40 learned more, but drifted
+    # 0.3 past the base model's 0.0 (the pick's margin is 0.10), so step 20 is the one to keep
+    marker = lambda f: sorted(set(f[f.series == views.PICK_SERIES]["step"]))
+    assert marker(frame) == [20]
+    # once the user makes another checkpoint the output, the marker follows their choice
+    chosen = views.score_frame([*events, Notice(message="output switched to step-000040 (chosen by you)")])
+    assert marker(chosen) == [40]
+    assert set(views.SCORE_COLOURS) >= set(frame.series)  # every line drawn has its colour
