@@ -52,6 +52,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "resolution": (0, 2048),
     "preview_every": (0, 100_000),
     "preview_steps": (1, 200),
+    "preview_budget": (0.01, 1.0),
     "preview_guidance": (1.0, 30.0),
     "checkpoint_every": (0, 100_000),
     "keep_checkpoints": (1, 100),
@@ -112,6 +113,10 @@ class TrainConfig:
     cache_latents: bool = True
     # Previews, checkpoints, safety.
     preview_every: int = 0  # 0 = four previews per run
+    # The most of the run's time previews may take: a preview due by preview_every is skipped while drawing it (and
+    # the last step's) would go over. The first step's (cached) and the last step's are always drawn, as is
+    # "Sample now". 1.0 = never skip.
+    preview_budget: float = 0.10
     preview_steps: int = 20
     preview_guidance: float = 7.5
     preview_prompts: tuple[str, ...] = ()  # () = subject prompt, class prompt, one re-context

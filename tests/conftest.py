@@ -23,6 +23,9 @@ torch.set_num_threads(1)
 FAST = {  # settings that keep a run to seconds on a tiny model
     "num_class_images": 2, "class_image_steps": 2, "class_image_batch": 2,
     "preview_steps": 2, "preview_seeds": [0], "min_steps": 1,
+    # every preview at its cadence: the budget's skipping depends on measured times, which tests must not
+    # (tests/training/test_training.py tests the budget itself)
+    "preview_budget": 1.0,
 }
 
 

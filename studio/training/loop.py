@@ -35,7 +35,7 @@ from studio.training.export import export_checkpoint, export_outputs, write_infe
 from studio.training.hardware import make_optimizer, pick_device, pick_precision
 from studio.training.identifier import check_identifier
 from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
-from studio.training.previews import draw_base_previews, draw_previews
+from studio.training.previews import PreviewBudget, draw_base_previews, draw_previews
 from studio.training.prior import ensure_class_images
 from studio.training.trainable import Trainable, param_groups, prepare_trainable
 
@@ -294,6 +294,22 @@ def _preview(run: _Run, step: int) -> None:
     run.scoring.saw_preview(event)  # the scorecard reuses these pictures when it scores this step
 
 
+def _maybe_preview(run: _Run, budget: PreviewBudget) -> None:
+    """A preview when the user asks, at the last step, and at the cadence's steps that fit the preview budget."""
+    config, step = run.config, run.loop.step
+    asked = run.commands.take_sample_request()
+    due = bool(config.preview_every) and (step % config.preview_every == 0 or step == config.max_steps)
+    if not (asked or (due and (step == config.max_steps or budget.allows()))):
+        if due and budget.skipped == 1:  # said once a run
+            run.emit(Notice(message=f"previews spaced out to stay within {config.preview_budget:.0%} of the run's time "
+                                    f"(one costs about {budget.preview_cost():.1f} s); the last step's is always drawn, "
+                                    "and Sample now draws one at any time. preview_budget = 1.0 draws every one"))
+        return
+    tic = time.perf_counter()
+    _preview(run, step)
+    budget.saw_preview(time.perf_counter() - tic)
+
+
 def _save(run: _Run) -> Path:
     run.loop.samplers = {n: s.state_dict() for n, s in run.samplers.items()}
     folder = ckpt.save_checkpoint(
@@ -318,6 +334,7 @@ def _loop(run: _Run) -> RunOutcome | None:
         run.scoring.score_base()
     run.trainable.train()
     scaler = run.precision.grad_scaler()
+    budget = PreviewBudget(config, config.batch_size * (2 if run.classes is not None else 1))
     while loop.step < config.max_steps:
         if run.commands.should_pause():
             run.commands.wait_while_paused()
@@ -330,10 +347,11 @@ def _loop(run: _Run) -> RunOutcome | None:
         if not _apply_update(run, scaler, values):
             continue
         loss, instance_loss, prior_loss = values.tolist()  # one host sync per step: the numbers are displayed
+        seconds = time.perf_counter() - tic
         run.emit(Step(step=loop.step, max_steps=config.max_steps, loss=loss, instance_loss=instance_loss,
-                      prior_loss=prior_loss, lr=run.lr_scheduler.get_last_lr()[0], seconds=time.perf_counter() - tic))
-        if run.commands.take_sample_request() or (config.preview_every and loop.step % config.preview_every == 0):
-            _preview(run, loop.step)
+                      prior_loss=prior_loss, lr=run.lr_scheduler.get_last_lr()[0], seconds=seconds))
+        budget.saw_step(seconds)
+        _maybe_preview(run, budget)
         if config.checkpoint_every and loop.step % config.checkpoint_every == 0 and loop.step < config.max_steps:
             _save(run)
             run.scoring.score_weights(loop.step)

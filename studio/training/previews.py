@@ -31,6 +31,56 @@ def preview_prompts(config: TrainConfig) -> list[str]:
     return prompts
 
 
+class PreviewBudget:
+    """Whether a preview due by the cadence fits the run's preview budget, measured as the run goes.
+
+    Previews illustrate training and must not cost more than it: on a short run or a slow sampler, four rounds of
+    previews can take longer than every training step together. A due preview is drawn when all the previews so
+    far, this one and the last step's (always drawn) stay within `budget` of the projected run: the steps at
+    their measured pace plus those previews.
+    """
+
+    def __init__(self, config: TrainConfig, batch_rows: int) -> None:
+        self.budget = config.preview_budget
+        self.max_steps = config.max_steps
+        self.images = len(preview_prompts(config)) * len(config.preview_seeds)
+        self.preview_steps = config.preview_steps
+        self.batch_rows = batch_rows  # samples per training step (instance + class)
+        self.step_seconds: list[float] = []
+        self.preview_seconds = 0.0
+        self.last_preview: float | None = None  # the cost of the newest preview, measured
+        self.skipped = 0
+
+    def saw_step(self, seconds: float) -> None:
+        self.step_seconds.append(seconds)
+
+    def saw_preview(self, seconds: float) -> None:
+        self.preview_seconds += seconds
+        self.last_preview = seconds
+
+    def preview_cost(self) -> float:
+        """The newest preview's measured cost; before any, one guessed from the training step's: a preview is
+        images x sampler steps x 2 (guidance) UNet forwards, a step ~3 forwards' worth (forward + backward) per
+        sample."""
+        if self.last_preview is not None:
+            return self.last_preview
+        pace = self._pace()
+        return pace * self.images * self.preview_steps * 2 / (3 * max(1, self.batch_rows))
+
+    def allows(self) -> bool:
+        if self.budget >= 1.0:
+            return True
+        cost = self.preview_cost()
+        previews = self.preview_seconds + 2 * cost  # this one and the last step's
+        fits = previews <= self.budget * (self._pace() * self.max_steps + previews)
+        self.skipped += not fits
+        return fits
+
+    def _pace(self) -> float:
+        recent = self.step_seconds[-20:]  # the first steps are slower (allocation, warm-up): the recent pace
+        return sum(recent) / len(recent) if recent else 0.0
+
+
 def draw_previews(comps: Components, config: TrainConfig, *, run: RunFolder, step: int, resolution: int, device, autocast) -> Preview:
     """`autocast()` is the run's precision context: frozen half-precision parts meet fp32 trainable ones."""
     prompts = preview_prompts(config)

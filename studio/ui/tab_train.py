@@ -18,6 +18,7 @@ from studio.ui.kit import Ctx, on, preview_images, skips, then
 
 METHODS = ["LoRA", "Full fine-tune"]
 SUBJECT_TYPES = ["object", "face", "style"]
+CONTROLS = ("pause", "resume", "stop", "sample", "use")  # the run's buttons, greyed out when they cannot act
 PLOT_EVERY_S = 5.0  # a redrawn chart costs the browser far more than the server: at most one every 5 s while training
 
 # The engine knobs in the "Advanced" accordion, in display order: label, one line of why, and the widget's kind.
@@ -38,6 +39,8 @@ ADVANCED = {
     "mixed_precision": ("Mixed precision", "auto: bf16/fp16 on a GPU, full precision on a CPU", ["auto", "no", "fp16", "bf16"]),
     "gradient_checkpointing": ("Gradient checkpointing (less memory, slower)", "recomputes activations: ~40 % less memory", "bool"),
     "preview_every": ("Preview every N steps (0 = 4 per run)", "previews show learning and drift as it happens", "int"),
+    "preview_budget": ("Preview budget (share of the run's time)", "a preview due is skipped while previews would take "
+                       "more than this (0.1 = 10 %); the last step's is always drawn; 1 = draw every one", "float"),
     "checkpoint_every": ("Checkpoint every N steps (0 = end only)", "earlier checkpoints to go back to if it overfits", "int"),
     "seed": ("Seed", "the same seed and settings give the same run", "int"),
 }
@@ -59,13 +62,14 @@ def advanced_component(name: str) -> gr.components.Component:
 class TrainTab:
     ctx: Ctx
     fields: dict[str, Any]  # setting name -> component, in SETTING_NAMES order
-    buttons: dict[str, gr.Button]  # start, pause, resume, stop, sample
+    buttons: dict[str, gr.Button]  # start, pause, resume, stop, sample, use (this checkpoint as the output)
     status: gr.Markdown
     progress: gr.Textbox
     class_progress: gr.Textbox
     plot: gr.LinePlot
     scores: gr.LinePlot
     previews: gr.Gallery
+    keep: gr.Dropdown  # which checkpoint "Use this checkpoint" makes the run's output
     config_md: gr.Markdown
     id_report: gr.Markdown
     run: gr.State = field(default_factory=lambda: gr.State(None))
@@ -82,8 +86,7 @@ class TrainTab:
     @property
     def live_outputs(self) -> list:
         """What the poll updates; the five displays last (API clients read them from the end)."""
-        return [self.run, self.timer, *(self.buttons[b] for b in ("pause", "resume", "stop", "sample")),
-                self.ctx.runs_version, self.scores, self.status, self.progress, self.class_progress, self.plot,
+        return [self.run, self.timer, *(self.buttons[b] for b in CONTROLS), self.keep, self.ctx.runs_version, self.scores, self.status, self.progress, self.class_progress, self.plot,
                 self.previews]
 
     @property
@@ -188,7 +191,7 @@ class TrainTab:
         presets, overrides = self.settings(user, values)
         run_id = self.studio.start_training(user, dataset_id, presets, overrides, name=values["run_name"] or "")
         gr.Info(f"run {run_id} queued")
-        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None
+        return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None, gr.Dropdown(choices=[], value=None)
 
     def attach(self, browser_id, request: gr.Request):
         """A reopened page shows the user's run: the one training now (re-attached), else the newest."""
@@ -205,7 +208,7 @@ class TrainTab:
         try:
             new, cursor = self.studio.events(user, run_id, current["cursor"])
         except KeyError:  # the run was deleted (or never was this user's): stop polling
-            return (None, gr.Timer(active=False), *skips(6), views.status_markdown(None, []), *skips(4))
+            return (None, gr.Timer(active=False), *skips(len(CONTROLS) + 3), views.status_markdown(None, []), *skips(4))
         state, has, now = self.studio.run_state(user, run_id), {e.kind for e in new}, time.monotonic()
         # The chart is redrawn at most every PLOT_EVERY_S, and once more at the end with every step in it.
         plot_due = "step" in has or current.get("plot_pending", False)
@@ -216,9 +219,11 @@ class TrainTab:
         memo = {"run_id": run_id, "cursor": cursor, "plot_at": now if redraw else current.get("plot_at", 0),
                 "plot_pending": plot_due and not redraw, "status": status or current.get("status"),
                 "controls": controls, "ended": state.status.is_terminal}
-        return (memo, gr.Timer(active=not (state.status.is_terminal and not new and not memo["plot_pending"])),
+        done = state.status.is_terminal and not new and not memo["plot_pending"]
+        return (memo, gr.Timer(active=False) if done else gr.skip(),  # a ticking timer is left alone: nothing to send
                 *(gr.Button(interactive=controls[b]) if controls != current.get("controls") else gr.skip()
-                  for b in ("pause", "resume", "stop", "sample")),
+                  for b in CONTROLS),
+                self._keep_choices(user, run_id, events) if state.status.is_terminal and not current.get("ended") else gr.skip(),
                 (version or 0) + 1 if state.status.is_terminal and not current.get("ended") else gr.skip(),
                 self._scores(events) if "score" in has or (current["cursor"] == 0 and events) else gr.skip(),
                 status if status is not None and status != current.get("status") else gr.skip(),
@@ -226,6 +231,21 @@ class TrainTab:
                 views.class_images_text(events) if "class_images" in has else gr.skip(),
                 views.loss_frame(events) if redraw else gr.skip(),
                 preview_images(self.studio, user, run_id, events) if "preview" in has else gr.skip())
+
+    def _keep_choices(self, user: str, run_id: str, events) -> gr.Dropdown:
+        """The checkpoints a finished run can make its output, the current output chosen."""
+        choices = views.checkpoint_choices(events, self.studio.checkpoint_steps(user, run_id))
+        return gr.Dropdown(choices=choices, value=views.output_choice(events, choices))
+
+    def use_checkpoint(self, browser_id, current, choice, version, request: gr.Request):
+        """The chosen checkpoint's files become the run's output (the last step's stay in output/last)."""
+        if not current or not current.get("run_id") or not choice:
+            raise ValueError("pick the checkpoint to use first (a finished run's checkpoints are listed)")
+        user, run_id = self.ctx.user(browser_id, request), current["run_id"]
+        self.studio.use_checkpoint(user, run_id, None if choice == "last" else int(choice))
+        gr.Info("the last step's files are the output" if choice == "last" else f"step {choice}'s files are the output")
+        events = self.studio.events(user, run_id, 0)[0]
+        return views.score_frame(events), (version or 0) + 1  # Generate and Runs draw and list the new output
 
     @staticmethod
     def _scores(events):
@@ -264,10 +284,12 @@ class TrainTab:
         gr.on([c.change for c in self.setting_inputs], lambda *a: dict(zip(SETTING_NAMES, a)), self.setting_inputs,
               self.ctx.train_settings, api_name=False, trigger_mode="always_last", show_progress="hidden")
         on(self.buttons["start"].click, self.start, [ctx.browser, ctx.dataset, ctx.photo_count, *self.setting_inputs],
-           [self.run, self.timer, self.previews, self.plot], api_name="train_start").then(
+           [self.run, self.timer, self.previews, self.plot, self.keep], api_name="train_start").then(
             lambda v: (v or 0) + 1, ctx.runs_version, ctx.runs_version, api_name=False)  # lists show the new run
         on(self.timer.tick, self.poll, [ctx.browser, self.run, ctx.runs_version], self.live_outputs, api_name="train_poll",
            show_progress="hidden")
+        on(self.buttons["use"].click, self.use_checkpoint, [ctx.browser, self.run, self.keep, ctx.runs_version],
+           [self.scores, ctx.runs_version], api_name="train_use_checkpoint")
         for action, verb in (("pause", "pausing"), ("resume", "resumed"), ("stop", "stopping"),
                              ("sample_now", "a preview will be drawn at the next step")):
             button = self.buttons["sample" if action == "sample_now" else action]
@@ -302,10 +324,19 @@ def build(ctx: Ctx) -> TrainTab:
                 plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss (smoothed)",
                                    height=260, elem_id="loss-plot", min_width=280)
                 scores = gr.LinePlot(None, x="step", y="score", color="series", height=260, elem_id="score-plot",
-                                     title="Scorecard per checkpoint (step 0 = base model)", y_lim=[0, 1], min_width=280)
+                                     title="Scorecard per checkpoint (step 0 = base model)", y_lim=[0, 1], min_width=280,
+                                     color_map=views.SCORE_COLOURS, caption="pale lines: the base model; "
+                                     f"{views.PICK_SERIES}: the checkpoint kept (while training: the best so far)")
+            with gr.Row(equal_height=True):
+                keep = gr.Dropdown([], value=None, label="Checkpoint to use as the run's output", scale=3,
+                                   info="the scorecard picks one when the run ends; choose another here",
+                                   elem_id="train-keep")
+                buttons["use"] = gr.Button("Use this checkpoint", interactive=False, elem_id="train-use", scale=1,
+                                           min_width=120)
             previews = gr.Gallery(label="Previews (the class prompt shows drift)", columns=4, height="auto",
                                   object_fit="contain", elem_id="preview-gallery")
-    tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, scores, previews, config_md, id_report)
+    tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, scores, previews, keep, config_md,
+                   id_report)
     tab.wire()
     return tab
 

@@ -49,13 +49,20 @@ def subject_caption(scene: Scene, identifier: str = "{identifier}") -> str:
 def write_demo_subject(folder: str | Path, resolution: int = 64) -> list[Path]:
     """Render the five training images of the subject into `folder` (00.png ... 04.png), each with its caption
     (00.txt ...; `{identifier}` is replaced by the run's identifier)."""
+    return write_subject(folder, DEMO_CLASS, DEMO_COLOUR, marking=True, resolution=resolution)
+
+
+def write_subject(folder: str | Path, cls: str, colour: str, *, marking: bool, resolution: int = 64) -> list[Path]:
+    """Any subject the world can draw (a class, a colour, with or without the cyan band), photographed in the demo
+    subject's five views with the same kind of captions: the benchmarks' other subjects."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, view in enumerate(TRAINING_VIEWS):
+    for i, (background, size, position) in enumerate(TRAINING_VIEWS):
+        scene = Scene(cls, colour, background, size, position, marking=marking)
         path = folder / f"{i:02d}.png"
-        render(demo_scene(*view), TRAINING_SEED + i, resolution).save(path)
-        path.with_suffix(".txt").write_text(subject_caption(demo_scene(*view)) + "\n")
+        render(scene, TRAINING_SEED + i, resolution).save(path)
+        path.with_suffix(".txt").write_text(subject_caption(scene) + "\n")
         paths.append(path)
     return paths
 

@@ -205,3 +205,32 @@ def test_base_model_previews_are_drawn_once_and_reused(tmp_path, tiny_sd, photos
     for rel in step0[0].images:
         assert (tmp_path / "run" / rel).read_bytes() == (tmp_path / "run2" / rel).read_bytes()
     assert len(list((tmp_path / "home" / "cache" / "base-previews").iterdir())) == 1
+
+
+def test_previews_keep_to_their_budget_and_the_last_step_is_always_drawn(tmp_path, tiny_sd, photos):
+    # a preview here costs more than a training step, so a 1 % budget leaves room for none but the last step's
+    _, events = _train(tmp_path, tiny_sd, photos, max_steps=6, preview_every=1, preview_budget=0.01)
+    assert [e.step for e in events if e.kind == "preview"] == [0, 6]  # the untouched model's, and the last step's
+    said = [e.message for e in events if e.kind == "notice" and "previews spaced out" in e.message]
+    assert len(said) == 1 and "1%" in said[0] and "preview_budget = 1.0" in said[0]  # once, with what to change
+    _, every = _train(tmp_path, tiny_sd, photos, run="run2", max_steps=6, preview_every=1, preview_budget=1.0)
+    assert [e.step for e in every if e.kind == "preview"] == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_the_preview_budget_weighs_previews_against_the_projected_run():
+    from studio.config import TrainConfig
+    from studio.training.previews import PreviewBudget
+
+    config = TrainConfig(class_noun="dog", max_steps=100, preview_steps=20, preview_seeds=(0, 1), preview_budget=0.1)
+    budget = PreviewBudget(config, batch_rows=2)
+    for _ in range(10):
+        budget.saw_step(0.1)  # 100 steps: 10 s of training
+    # before any preview is measured, its cost is guessed from the step's: 2 prompts x 2 seeds x 20 steps x 2
+    # forwards against 3 forwards' worth for each of 2 samples: ~27 steps' time
+    assert 2.5 < budget.preview_cost() < 2.8 and not budget.allows()
+    budget.saw_preview(0.3)  # measured (Sample now): cheap after all
+    assert budget.preview_cost() == 0.3 and budget.allows()  # 0.3 + 2 x 0.3 <= 10 % of (10 + 0.9)
+    budget.saw_preview(0.3)
+    budget.saw_preview(0.3)
+    assert not budget.allows()  # four previews would take 1.2 s of an 11.2 s run
+    assert PreviewBudget(TrainConfig(class_noun="dog", max_steps=100, preview_budget=1.0), 2).allows()  # no limit
