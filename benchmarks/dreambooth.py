@@ -10,6 +10,12 @@ without prior preservation, then reads every generation with the judge:
   diversity         distinct colours among plain "a photo of a star" generations (the class keeps its variety)
 
     python -m benchmarks.dreambooth [--variants full-prior,full-noprior,lora-prior,lora-noprior] [--seeds 4]
+    python -m benchmarks.dreambooth --variants full-prior --overtrain 3   # the pick against the final weights
+
+With `--overtrain N` each variant trains N times its preset's steps, a checkpoint every half of the preset's steps,
+and the table gets two rows per variant: the checkpoint the run's scorecard picked (the run's output) and the final
+weights (`Studio.use_checkpoint_folder(run, None)`), both read by this benchmark's judge with its own, larger
+prompt set: an over-trained run's final weights against what the pick recovered.
 """
 from __future__ import annotations
 
@@ -69,6 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="training steps (0 = the preset's)")
     parser.add_argument("--inference-steps", type=int, default=20)
     parser.add_argument("--base-model", default=str(BUILTIN))
+    parser.add_argument("--overtrain", type=int, default=0, help="train N x the preset's steps; rows: picked and final")
     args = parser.parse_args()
     header("DreamBooth on the built-in model: subject fidelity, prompt fidelity and drift")
     seeds = list(range(args.seeds))
@@ -79,13 +86,27 @@ def main() -> None:
             presets, overrides = VARIANTS[name]
             _, _, demo_overrides = studio.demo_settings()
             settings = {**demo_overrides, **overrides, **({"max_steps": args.steps} if args.steps else {})}
+            if args.overtrain:
+                steps = settings.get("max_steps") or studio.resolve(presets, settings).config.max_steps
+                settings.update(max_steps=args.overtrain * steps, checkpoint_every=steps // 2,
+                                keep_checkpoints=2 * args.overtrain + 1)
+            run_dir = Path(home) / name
             tic = time.perf_counter()
-            outcome = studio.train_folder(DEMO, Path(home) / name, presets, settings)
+            outcome = studio.train_folder(DEMO, run_dir, presets, settings)
             minutes = (time.perf_counter() - tic) / 60
             if outcome.status != "finished":
                 rows.append([name, f"{outcome.status}", *["-"] * 6])
                 continue
-            rows.append([name, f"{minutes:.1f} min", *_fmt(score(studio, str(Path(home) / name), seeds, args.inference_steps))])
+            if not args.overtrain:
+                rows.append([name, f"{minutes:.1f} min", *_fmt(score(studio, str(run_dir), seeds, args.inference_steps))])
+                continue
+            card = studio.score_folder(run_dir, measure=False)
+            picked = card.pick.checkpoint if card.pick else "?"
+            rows.append([f"{name} x{args.overtrain}: picked {picked}", f"{minutes:.1f} min",
+                         *_fmt(score(studio, str(run_dir), seeds, args.inference_steps))])
+            studio.use_checkpoint_folder(run_dir, None)  # the run's output becomes the last step's weights
+            rows.append([f"{name} x{args.overtrain}: final step-{settings['max_steps']:06d}", "",
+                         *_fmt(score(studio, str(run_dir), seeds, args.inference_steps))])
     table(["model", "training", "subject fidelity ↑", "prompt fidelity ↑", "(small / recoloured)", "bare prompt ↑",
            "drift (PRES) ↓", "star colours ↑"], rows)
     print("\nTargets: subject fidelity >= 90 %, prompt fidelity >= 85 %, drift with prior preservation at most half"

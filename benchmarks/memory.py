@@ -1,6 +1,7 @@
 """Peak host memory of one DreamBooth training step on Stable Diffusion 1.5's architecture (random weights).
 
     python -m benchmarks.memory [--resolution 512] [--steps 2] [--cap-gb 20] [--only NAME,...] [--tiny]
+    python -m benchmarks.memory --only lora+ckpt,locon+ckpt,dora+ckpt,lokr+ckpt,loha+ckpt   # the adapter types
 
 The UNet, CLIP ViT-L/14 text encoder and VAE are built from SD 1.5's published configs (written below,
 nothing downloaded). Each configuration runs in its OWN subprocess (peak RSS is per process; a freed
@@ -32,9 +33,12 @@ CLIP = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12, num_attenti
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
            up_block_types=("UpDecoderBlock2D",) * 4)
-# name: (method, gradient checkpointing, train text encoder)
+# name: (method, gradient checkpointing, train text encoder); "method" is full or an adapter type (studio's own
+# peft configs, rank 4). Without --only, the LoRA and full rows run; the other adapters are named with --only.
+ADAPTER_TYPES = ("lora", "locon", "dora", "lokr", "loha")
 CONFIGS = {f"{m}{'+ckpt' if c else ''}{'+TE' if t else ''}": (m, c, t)
-           for m in ("lora", "full") for t in (False, True) for c in (False, True)}
+           for m in (*ADAPTER_TYPES, "full") for t in (False, True) for c in (False, True)}
+DEFAULT_CONFIGS = [name for name, (m, _, _) in CONFIGS.items() if m in ("lora", "full")]
 # Activation guess (fp32, per sample at 512 px) before anything is measured, from this benchmark's LoRA rows
 # (2026-12-03: 3.0 GB without, 1.55 GB with checkpointing): only used to pick the resolution; later
 # configurations use the activation measured on their LoRA twin.
@@ -58,12 +62,15 @@ def child(spec: dict) -> None:
     for m in (unet, te, vae):
         m.requires_grad_(False)
     trained = [unet] + ([te] if train_te else [])
-    if method == "lora":
-        from peft import LoraConfig
+    if method != "full":
+        from studio.config import TrainConfig
+        from studio.models.families import ModelFamily
+        from studio.training.trainable import adapter_config
 
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        settings = TrainConfig(method="lora", adapter=method, lora_rank=4, lora_alpha=4.0)
+        unet.add_adapter(adapter_config(settings, ModelFamily.unet_lora_targets, ModelFamily.unet_conv_targets))
         if train_te:
-            te.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+            te.add_adapter(adapter_config(settings, ModelFamily.text_lora_targets))
     else:
         for m in trained:
             m.requires_grad_(True)
@@ -121,7 +128,7 @@ def run_child(spec: dict, cap: float) -> dict:
 
 def static_estimate(method: str, te: bool, tiny: bool) -> float:
     unet, clip, vae = (860e6 if not tiny else 20e6), 123e6, 84e6
-    trained = (unet + (clip if te else 0)) if method == "full" else 1.0e6 * (1 + te)
+    trained = (unet + (clip if te else 0)) if method == "full" else 3.0e6 * (1 + te)  # LoCon's convs: ~3 M at rank 4
     return (unet + clip + vae) * 4 + trained * 12 + 0.6 * GB
 
 
@@ -147,7 +154,10 @@ def main() -> None:
     ap.add_argument("--wait-minutes", type=float, default=60.0, help="wait this long for pretraining to end")
     ap.add_argument("--tiny", action="store_true", help="shrunken UNet: tests the plumbing, figures meaningless")
     args = ap.parse_args()
-    names = [n for n in args.only.split(",") if n] or list(CONFIGS)
+    names = [n for n in args.only.split(",") if n] or DEFAULT_CONFIGS
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     cap, notes = args.cap_gb * GB, []
     if not args.tiny and not wait_for_pretraining(args.wait_minutes):
         names, args.resolution = ["lora+ckpt"], min(args.resolution, 256)
@@ -161,7 +171,7 @@ def main() -> None:
         args.resolution = 256
     measured_act: dict[bool, float] = {}
     rows, results = [], {}
-    for name in sorted(names, key=lambda n: (CONFIGS[n][0] != "lora", n)):  # LoRA first: it calibrates the estimate
+    for name in sorted(names, key=lambda n: (CONFIGS[n][0] != "lora", CONFIGS[n][0] == "full", n)):  # LoRA first: it calibrates the estimate
         method, ckpt, te = CONFIGS[name]
         act = measured_act.get(ckpt, ACT_GUESS_512[ckpt] * (args.resolution / 512) ** 2 * args.batch)
         estimate = static_estimate(method, te, args.tiny) + act
@@ -187,8 +197,9 @@ def main() -> None:
                   + (" [--tiny: PLUMBING TEST, NOT SD 1.5]" if args.tiny else ""))
     for note in notes:
         print(f"- {note}")
-    print(f"- fp32 on CPU, AdamW, cached (random) latents, {args.steps} steps per process; LoRA rank 4 on "
-          "to_q/k/v/out (and q/k/v/out_proj with +TE)\n")
+    print(f"- fp32 on CPU, AdamW, cached (random) latents, {args.steps} steps per process; adapters rank 4 on "
+          "to_q/k/v/out (and q/k/v/out_proj with +TE; LoCon also on the ResNet convolutions), built by "
+          "studio.training.trainable.adapter_config\n")
     common.table(["configuration", "trainable", "static GB (params+grads+Adam)", "peak RSS GB", "activation GB", "notes"], rows)
     print("Published GPU figures (fp16, for comparison; not this machine): full fine-tune ~9.9 GB with fp16 + gradient "
           "checkpointing + 8-bit Adam + cached latents (T4); LoRA ~8 GB with gradient checkpointing.\n")
