@@ -4,8 +4,9 @@
 
 The app side launches the real Gradio app (`serve(studio)`, on a local port, its queue live)
 and starts the run the way the Start button does (`studio.start_training`, the job-queue thread). A
-client thread then calls the app's own `train_poll` handler every second, as the browser's gr.Timer
-does: events since the cursor, run state, status/progress markdown, the loss plot and preview files.
+client thread then calls the app's own `train_poll` handler every second (the page's gr.Timer ticks every
+2 s, tab_train.POLL_EVERY_S: this is the harsher case): events since the cursor, run state, status/progress
+markdown, the loss plot and preview files.
 It calls the handler in-process rather than over HTTP/websocket (no scripted browser here), so the
 server's JSON serialisation of the reply is not included. If the app cannot be imported, the client
 polls the facade (`events` + `run_state`) instead, and the output says so.
@@ -49,7 +50,7 @@ def through_app(studio, dataset_id: str, overrides: dict, poll) -> tuple[float, 
     polls = {"n": 0}
     done = threading.Event()
 
-    def client():  # 1 Hz, like the browser's gr.Timer(1.0)
+    def client():  # 1 Hz: twice the page's own rate
         current = {"run_id": run_id, "cursor": 0}
         while not done.is_set():
             if poll is not None:

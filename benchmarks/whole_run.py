@@ -74,7 +74,11 @@ def prepare_photos(root: Path, count: int) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------------------------------------------- studio
 
-def studio_command(photos: Path, out: Path, home: Path, steps: int, resolution: int) -> list[str]:
+def studio_command(photos: Path, out: Path, home: Path, steps: int, resolution: int, extra=()) -> list[str]:
+    return [*_studio_base(photos, out, home, steps, resolution), *(a for kv in extra for a in ("--set", kv))]
+
+
+def _studio_base(photos: Path, out: Path, home: Path, steps: int, resolution: int) -> list[str]:
     return [sys.executable, "-m", "studio", "train", "--home", str(home), "--images", str(photos),
             "--identifier", common.IDENTIFIER, "--class-noun", common.CLASS_NOUN, "--preset", "object-lora",
             "--steps", str(steps), "--no-prior", "--resolution", str(resolution), "--output", str(out),
@@ -225,6 +229,9 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=4, help="the first N demo photos")
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--skip-repeat-home", action="store_true", help="no 'studio, repeat run' rows")
+    ap.add_argument("--studio-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more setting for the studio's runs (e.g. score_checkpoints=false), repeatable")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (runs, logs) for a look afterwards")
     args = ap.parse_args()
     script = args.reference.resolve()
     if not script.is_file():
@@ -244,14 +251,15 @@ def main() -> None:
           "no prior preservation")
     print("- studio: preset object-lora with adapter=lora (the preset's LoCon also trains the convolutions; the "
           "reference cannot), its own previews and scorecard; ref-a: the reference's defaults (no validation); "
-          f"ref-b: the reference drawing the studio's number of preview pictures; {args.repeats} alternated rounds")
+          f"ref-b: the reference drawing the studio's number of preview pictures; {args.repeats} alternated rounds"
+          + (f"; studio also --set {' --set '.join(args.studio_set)}" if args.studio_set else ""))
     print(f"- scratch folder: {tmp}\n")
 
     results: dict[str, list[dict]] = {k: [] for k in ("studio first", "studio repeat", "ref-a", "ref-b")}
     schedule = None
     for r in range(args.repeats):
         home = tmp / f"home-{r}"
-        cmd = studio_command(studio_photos, tmp / f"studio-{r}-first", home, args.steps, args.resolution)
+        cmd = studio_command(studio_photos, tmp / f"studio-{r}-first", home, args.steps, args.resolution, args.studio_set)
         results["studio first"].append(run_studio(cmd, tmp / f"studio-{r}-first", tmp / f"studio-{r}-first.log"))
         if schedule is None:  # the studio's previews, as its first run drew them: ref-b matches these
             first = results["studio first"][0]
@@ -263,7 +271,8 @@ def main() -> None:
             reference_command(script, ref_photos, tmp / f"ref-b-{r}", args.steps, args.resolution, schedule[:2]),
             tmp / f"ref-b-{r}", tmp / f"ref-b-{r}.log"))
         if not args.skip_repeat_home:  # the same home again: a user's second run with the studio
-            cmd = studio_command(studio_photos, tmp / f"studio-{r}-repeat", home, args.steps, args.resolution)
+            cmd = studio_command(studio_photos, tmp / f"studio-{r}-repeat", home, args.steps, args.resolution,
+                                 args.studio_set)
             results["studio repeat"].append(run_studio(cmd, tmp / f"studio-{r}-repeat", tmp / f"studio-{r}-repeat.log"))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]['wall']:.1f} s" for k, v in results.items() if v),
               file=sys.stderr)
@@ -304,6 +313,8 @@ def main() -> None:
         common.table(["phase", *refs], rows)
     else:
         print("(its log markers were not found: totals only)\n")
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ class TrainConfig:
     # Previews, checkpoints, safety.
     preview_every: int = 0  # 0 = four previews per run
     # The most of the run's time previews may take: a preview due by preview_every is skipped while drawing it (and
-    # the last step's) would go over. The first step's (cached) and the last step's are always drawn, as is
-    # "Sample now". 1.0 = never skip.
+    # the last step's) would go over. The untouched model's (step 0, cached across runs) and the last step's are
+    # always drawn, as is "Sample now". 1.0 = never skip.
     preview_budget: float = 0.10
     preview_steps: int = 20
     preview_guidance: float = 7.5

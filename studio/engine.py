@@ -161,10 +161,10 @@ class Studio:
     def events(self, user: str, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         """Events after `cursor` and the next cursor; works for live and finished runs alike."""
         run = self._run(user, run_id)
-        job = self.jobs.get(run_id)
-        if job is not None and job.owner == user:
+        job = self._live_job(user, run_id)
+        if job is not None:  # while it trains, its own log is the fastest source (the file mirrors it)
             return job.log.since(cursor)
-        events = run.read_events()
+        events = run.read_events()  # once it ends, others write too: "Use this checkpoint", `studio score`
         return events[cursor:], len(events)
 
     def run_state(self, user: str, run_id: str) -> RunState:

@@ -111,6 +111,10 @@ def test_events_since_cursor_and_after_restart(studio, photos, tmp_path, tiny_sd
     reopened = Studio(tmp_path / "home", base_model=str(tiny_sd))  # a restarted studio reads the log from disk
     assert [e.kind for e in reopened.events("local", run_id)[0]] == [e.kind for e in everything]
     assert reopened.run_state("local", run_id).status == "finished"
+    # what is written after the run ended (here: the user's choice of output) shows without a restart
+    studio.use_checkpoint("local", run_id, None)
+    after, _ = studio.events("local", run_id, cursor)
+    assert [e.message for e in after if e.kind == "notice"] == ["output switched to step-000002 (chosen by you)"]
 
 
 def test_generate_compare_inpaint_with_a_trained_lora(studio, photos):

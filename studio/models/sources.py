@@ -70,6 +70,8 @@ def resolve_source(
         path = path.resolve()
         if not any(path.is_relative_to(root.resolve()) for root in allowed_roots):
             raise ModelLoadError(f"{spec!r} is outside the model folders this studio may read; pick a listed model")
+    if path.is_dir() and path.resolve() == BUILTIN_MODEL_DIR.resolve():  # named by its path: still the built-in
+        return resolve_source(None)  # (its world's judge scores it, its prompts suit it)
     if path.is_dir():
         return ModelSource("folder", str(path), family_of_folder(path))
     if path.is_file():

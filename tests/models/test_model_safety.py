@@ -102,3 +102,13 @@ def test_allowed_roots_confine_local_paths(tmp_path, tiny):
                  str(root / "escape" / "model"), "../../../etc/hostname"]:
         with pytest.raises(ModelLoadError, match="outside the model folders"):
             resolve_source(spec, allowed_roots=[root])
+
+
+def test_the_built_in_model_named_by_its_folder_is_still_the_built_in(monkeypatch):
+    """`--base-model assets/builtin-model` must score with the world's judge and suggest its prompts, like the
+    default: a plain folder would get DINOv2 and CLIP, which cannot be downloaded offline."""
+    from studio.models.sources import BUILTIN_MODEL_DIR
+
+    monkeypatch.chdir(BUILTIN_MODEL_DIR.parent.parent)
+    for spec in (str(BUILTIN_MODEL_DIR), "assets/builtin-model", "assets/builtin-model/"):
+        assert resolve_source(spec).kind == "builtin"

@@ -71,12 +71,13 @@ def test_a_new_users_journey(tmp_path):
             field.fill(value)
             field.press("Tab")
         page.get_by_label("Extra settings (TOML `key = value` lines)").fill(
-            "class_image_steps = 4\npreview_steps = 4\npreview_seeds = [0]")
+            # every preview at its cadence (a budget would skip the middle one): the run lasts long enough to Stop
+            "class_image_steps = 4\npreview_steps = 4\npreview_seeds = [0]\npreview_budget = 1.0")
         wait_text(page, "#resolved-config", rf"max_steps\s+{STEPS}\s+set by you")
 
         # -- start, stop: Stop says what it kept; Resume continues from it to the end
         page.locator("#train-start").click()
-        _wait_progress(page, 3)
+        _wait_progress(page, 1)  # the page hears of a step every 2 s: stop at the first sign of training
         page.locator("#train-stop").click()
         status = wait_text(page, "#train-status", r"checkpoint step-\d{6} kept", 60)
         assert "Resume" in status and "cancelled" in status
