@@ -43,6 +43,8 @@ def main() -> None:
                 steps.fill(str(args.steps))
                 steps.press("Tab")
                 page.get_by_role("spinbutton", name="Preview every N steps (0 = 4 per run)", exact=True).fill(str(args.steps // 3))
+                # checkpoints to score: the scorecard chart then shows the run learning, and the one kept
+                page.get_by_role("spinbutton", name="Checkpoint every N steps (0 = end only)", exact=True).fill(str(args.steps // 3))
                 page.get_by_text("Advanced").click()
                 time.sleep(1)
                 page.locator("#train-start").click()

@@ -73,15 +73,18 @@ def score_frame(events: Iterable[Any]) -> pd.DataFrame:
             for e in sorted(latest.values(), key=lambda e: e.step) for series, attr in SCORE_SERIES if measured(e, attr)]
     last = max((int(e.step) for e in latest.values()), default=0)
     base = latest.get(BASE)
-    if base is not None and last > 0:
+    if base is not None:
         rows += [{"step": step, "score": round(float(getattr(base, attr)), 4), "series": f"base: {series}"}
-                 for series, attr in SCORE_SERIES if measured(base, attr) for step in (0, last)]
+                 for series, attr in SCORE_SERIES if measured(base, attr) for step in sorted({0, last})]
     kept = output_step(events)
     card = Scorecard.from_events(events) if kept is None else None
     if card is not None and card.rows:
         kept = pick_checkpoint(card.rows, card.base).step
-    if kept is not None:
-        rows += [{"step": kept, "score": value, "series": PICK_SERIES} for value in (0.0, 1.0)]
+    # Every series is in every frame, from the first (the base model's scores alone): the page's chart keeps the
+    # series it was first given, and one that appears later is never drawn. Before any checkpoint the marker
+    # stands on the y axis.
+    if latest:
+        rows += [{"step": kept or 0, "score": value, "series": PICK_SERIES} for value in (0.0, 1.0)]
     frame = pd.DataFrame(rows, columns=["step", "score", "series"])
     return frame.astype({"step": "int64", "score": "float64", "series": "str"})
 

@@ -139,3 +139,7 @@ def test_score_frame_keeps_each_checkpoints_newest_scores_and_skips_what_was_not
     chosen = views.score_frame([*events, Notice(message="output switched to step-000040 (chosen by you)")])
     assert marker(chosen) == [40]
     assert set(views.SCORE_COLOURS) >= set(frame.series)  # every line drawn has its colour
+    # the first frame (the base model scored, nothing else yet) already names every series: the page's chart
+    # keeps the series it was first given and would never draw the reference lines or the marker otherwise
+    first = views.score_frame(events[:1])
+    assert set(first.series) == set(views.SCORE_COLOURS) and marker(first) == [0]
