@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.dreambooth import USER, _fmt, score
+from benchmarks.dreambooth import _fmt, score
 from studio.engine import Studio
 from studio.runs import LORA_FILE, RunFolder
 from studio.training.trainable import ADAPTERS
