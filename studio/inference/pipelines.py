@@ -60,9 +60,10 @@ class PipelineCache:
     def _own_components(self, ref: ModelRef) -> Components | None:
         """The components of a model that has its own (a full fine-tune, its checkpoint, a LoKr / LoHa); None for the
         base model and the LoRAs switched on it."""
-        if self._loaded_from.get(ref.key, _files_of(ref)) != _files_of(ref):
+        files = _files_of(ref)  # one look at the files per drawing call
+        if self._loaded_from.get(ref.key, files) != files:
             self._models.pop(ref.key, None)  # rewritten since it was loaded: load it anew
-        self._loaded_from[ref.key] = _files_of(ref)
+        self._loaded_from[ref.key] = files
         if ref.full_model_dir is not None:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
@@ -123,12 +124,12 @@ class PipelineCache:
             if loaded:
                 pipe.disable_lora()
             return
-        name = _adapter_name(ref.key)
-        if name in loaded and self._loaded_from.get(name) != _files_of(ref):  # the file was rewritten since
+        name, files = _adapter_name(ref.key), _files_of(ref)
+        if name in loaded and self._loaded_from.get(name) != files:  # the file was rewritten since
             pipe.delete_adapters([name])
             loaded.discard(name)
         if name not in loaded:
-            self._loaded_from[name] = _files_of(ref)
+            self._loaded_from[name] = files
             from studio.models.lora_formats import load_lora_for_inference
 
             load_lora_for_inference(pipe, ref.lora_file, name)
