@@ -1,4 +1,4 @@
-"""DreamBooth Studio: `python app.py [--base-model M] [--home DIR] [--host H] [--port N] [--share-mode]` (also the Space
+"""DreamBooth Studio: `python app.py [--base-model M] [--home DIR] [--host H] [--port N] [--share-mode] [--devices D]` (also the Space
 entry point). Address: --host/--port, else STUDIO_HOST/PORT, else Gradio's own GRADIO_SERVER_NAME/GRADIO_SERVER_PORT,
 else Gradio's defaults (127.0.0.1, from port 7860 up); on a Space (SPACE_ID) the host defaults to 0.0.0.0."""
 import argparse
@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--home", default=os.environ.get("STUDIO_HOME") or None, help="workspace folder")
     parser.add_argument("--host", help="default: $STUDIO_HOST, $GRADIO_SERVER_NAME, else 127.0.0.1 (0.0.0.0 on a Space)")
     parser.add_argument("--port", type=int, help="default: $PORT, $GRADIO_SERVER_PORT, else the first free one from 7860")
+    parser.add_argument("--devices", default=os.environ.get("STUDIO_DEVICES") or None,
+                        help="train one job at a time on each of these, e.g. cuda:0,cuda:1 (default: $STUDIO_DEVICES, "
+                             "else every visible GPU)")
     parser.add_argument("--share-mode", action="store_true", default=os.environ.get("STUDIO_SHARED") == "1" or space,
                         help="multi-user mode: each browser (or login) gets its own workspace")
     args = parser.parse_args()
@@ -40,7 +43,10 @@ def main() -> None:
     from studio.engine import Studio
     from studio.ui.app import serve
 
-    studio = Studio(args.home, base_model=args.base_model, shared=args.share_mode)
+    try:
+        studio = Studio(args.home, base_model=args.base_model, shared=args.share_mode, devices=args.devices)
+    except ValueError as exc:  # a device this machine does not have: said before the page opens
+        parser.error(str(exc))
     auth = os.environ.get("STUDIO_AUTH")
     serve(studio, **address, auth=tuple(auth.split(":", 1)) if auth and ":" in auth else None)
 

@@ -118,6 +118,7 @@ def cmd_train(args) -> int:
     from studio.cli_progress import ProgressPrinter
     from studio.runs import RunStatus
     from studio.training.commands import RunCommands
+    from studio.training.distributed import join_world
 
     studio = _studio(args)
     presets, overrides, images = list(args.preset), _overrides(args), args.images
@@ -129,9 +130,16 @@ def cmd_train(args) -> int:
         raise ValueError("give --images DIR (or --demo)")
     commands = RunCommands()
     signal.signal(signal.SIGINT, lambda *_: commands.stop())  # Ctrl-C: save a checkpoint, then stop
+    # `kill`, a container stop, or a launcher ending the run because another process died: the same, so the run
+    # ends with its terminal event (stopped, or "another process of this run stopped") instead of mid-line
+    signal.signal(signal.SIGTERM, lambda *_: commands.stop())
+    world = join_world(args.device)  # one process, or this one's place under `accelerate launch` / `torchrun`
     printer = ProgressPrinter(json_lines=args.json)
-    outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume, emit=printer, commands=commands)
+    outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume,
+                                  emit=printer if world.is_main else None, commands=commands, world=world)
     printer.close()
+    if not world.is_main:  # the main process reports for the run
+        return {RunStatus.FINISHED: 0, RunStatus.CANCELLED: 130}.get(outcome.status, 1)
     if outcome.status == RunStatus.FINISHED:
         if args.keep == "last":
             studio.use_checkpoint_folder(args.output, None)

@@ -255,8 +255,10 @@ class ResolvedConfig:
     def explain(self, name: str) -> str:
         return self.sources.get(name, "default")
 
-    def to_json(self) -> str:
-        return json.dumps({"config": self.config.to_dict(), "sources": self.sources, "num_images": self.num_images}, indent=2)
+    def to_json(self, **extra: Any) -> str:
+        """config.json's text; `extra` adds facts of the run beside the settings (how a multi-process run is split)."""
+        return json.dumps({"config": self.config.to_dict(), "sources": self.sources, "num_images": self.num_images,
+                           **extra}, indent=2)
 
     def for_images(self, num_images: int) -> "ResolvedConfig":
         """The same settings for `num_images` photos: only the values that were derived are derived again."""

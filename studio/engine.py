@@ -24,15 +24,28 @@ from studio.models.sources import ModelSource
 from studio.paths import safe_join
 from studio.runs import RunFolder, RunMeta, RunState, RunSummary, clean_name, default_name, derive_state
 from studio.training.commands import RunCommands
+from studio.training.distributed import SINGLE, World
 from studio.training.identifier import IdentifierReport, check_identifier
 from studio.training.runner import TrainingEnv, run_training
 from studio.workspace import LOCAL_USER, NotFound, Workspace, default_root
 
 
+def _job_devices(devices: str | Sequence[str] | None, device: str | None):
+    from studio.training.devices import check_devices, parse_devices, visible_devices
+
+    if devices is None:
+        return lambda: visible_devices(device)  # counted when the first job is queued
+    listed = parse_devices(devices if isinstance(devices, str) else ",".join(devices))
+    check_devices(listed)
+    return listed
+
+
 class Studio:
     def __init__(self, root: Path | str | None = None, *, base_model: str | None = None, base_config: str | None = None,
                  allow_pickle: bool = False, shared: bool = False, device: str | None = None,
-                 model_roots: Sequence[Path] = ()) -> None:
+                 model_roots: Sequence[Path] = (), devices: str | Sequence[str] | None = None) -> None:
+        """`devices` (or STUDIO_DEVICES, as "cuda:0,cuda:1"): train one job at a time on each; unknown or absent
+        devices are refused here, before anything is queued. Default: every visible GPU, else `device`."""
         self.workspace = Workspace(Path(root) if root else default_root())
         self.shared = shared
         self.device = device
@@ -41,7 +54,7 @@ class Studio:
         self.photos = PhotoSets(self.workspace)
         self.drawable = DrawableModels(self.base_models, self.workspace, local_paths=not shared)
         self.training = TrainingEnv(self.base_models, self.workspace.cache_dir, device)
-        self.jobs = JobQueue()
+        self.jobs = JobQueue(_job_devices(devices, device))
         self._cache = None
         self._cache_lock = threading.Lock()
 
@@ -96,33 +109,44 @@ class Studio:
         return run_id
 
     def train_folder(self, images_dir: Path, output_dir: Path, presets: Sequence[str] = (), overrides: dict[str, Any] | None = None,
-                     *, base_model: str | None = None, resume: bool = False, emit=None, commands=None):
+                     *, base_model: str | None = None, resume: bool = False, emit=None, commands=None,
+                     world: World = SINGLE):
         """Train in the caller's thread with the run folder at `output_dir` (the local CLI). With `resume`,
-        continue the run already there from its last complete checkpoint."""
+        continue the run already there from its last complete checkpoint. Under `accelerate launch`, every process
+        calls this with its `world`; each checks everything first, then only the main process writes."""
         if self.shared:
             raise PermissionError("folder runs are for the local CLI only")
         run = RunFolder(Path(output_dir).resolve())
         if resume:
             if not run.has_meta():
                 raise NotFound(f"nothing to resume in {run.path}: it has no run.json; start a new run there")
+            meta = run.read_meta()
+            world.check_batch(self.resolve(meta.presets, meta.overrides, num_images=1).config.batch_size)
         else:
             source = self.base_models.source(base_model)
-            self.resolve(presets, overrides, num_images=1)
+            world.check_batch(self.resolve(presets, overrides, num_images=1).config.batch_size)
             if run.has_events():
                 raise ValueError(f"{run.path} already holds a run; use --resume to continue it or pick another folder")
-            run.write_meta(RunMeta(run.run_id, LOCAL_USER, tuple(presets), dict(overrides or {}),
-                                   self.base_models.reference(source), images_dir=str(Path(images_dir).resolve())))
-        return self._train(LOCAL_USER, run, EventLog(run.events_file), commands or RunCommands(), resume=resume, emit=emit)
+            world.barrier()  # every process has checked the folder before the main one writes to it
+            if world.is_main:
+                run.write_meta(RunMeta(run.run_id, LOCAL_USER, tuple(presets), dict(overrides or {}),
+                                       self.base_models.reference(source), images_dir=str(Path(images_dir).resolve())))
+            world.barrier()
+        log = EventLog(run.events_file if world.is_main else None)
+        return self._train(LOCAL_USER, run, log, commands or RunCommands(), resume=resume, emit=emit, world=world)
 
-    def _train(self, user: str, run: RunFolder, log: EventLog, commands: RunCommands, *, resume: bool, emit=None):
+    def _train(self, user: str, run: RunFolder, log: EventLog, commands: RunCommands, *, resume: bool, emit=None,
+               world: World = SINGLE, device: str | None = None):
         meta = run.read_meta()
         photos = Path(meta.images_dir) if meta.images_dir else self.photos.folder(user, meta.dataset_id)
-        return run_training(self.training, run, photos, log, commands, presets_dir=self.workspace.presets_dir(user),
-                            resume=resume, emit=emit)
+        env = dataclasses.replace(self.training, device=device) if device else self.training
+        return run_training(env, run, photos, log, commands, presets_dir=self.workspace.presets_dir(user),
+                            resume=resume, emit=emit, world=world)
 
     def _submit(self, user: str, run: RunFolder, *, resume: bool) -> None:
         log = EventLog(run.events_file)
-        self.jobs.submit(Job(run.run_id, user, log, lambda job: self._train(user, run, job.log, job.commands, resume=resume)))
+        self.jobs.submit(Job(run.run_id, user, log, lambda job: self._train(user, run, job.log, job.commands,
+                                                                             resume=resume, device=job.device)))
 
     def _live_job(self, user: str, run_id: str) -> Job | None:
         """The run's job while it is queued or training (and the user's own), else None."""
@@ -175,6 +199,7 @@ class Studio:
         return derive_state(run_id, events, job_status=job.status if mine else None,
                             paused=mine and job.commands.should_pause(),
                             queue_position=self.jobs.position(run_id) if mine else -1,
+                            queue_wait=self.jobs.seconds_to_start(run_id) if mine else None,
                             checkpoint=latest.name if latest is not None else "", job_since=job.submitted if mine else 0.0)
 
     def active_run(self, user: str) -> str | None:

@@ -238,11 +238,12 @@ class RunState:
 
     run_id: str
     status: RunStatus
-    queue_position: int  # 0 while running, n = jobs ahead, -1 when not queued
+    queue_position: int  # 0 while running, n = n-th in line for the next free device, -1 when not queued
     step: int
     max_steps: int
     message: str = ""
     checkpoint: str = ""  # the last complete checkpoint (what Resume continues from), "" when none
+    queue_wait: float | None = None  # about how many seconds until it gets a device; None when that can't be told
 
     @property
     def resumable(self) -> bool:
@@ -268,7 +269,7 @@ class RunSummary:
 
 
 def derive_state(run_id: str, events: list[Event], *, job_status: str | None, paused: bool, queue_position: int,
-                 checkpoint: str = "", job_since: float = 0.0) -> RunState:
+                 checkpoint: str = "", job_since: float = 0.0, queue_wait: float | None = None) -> RunState:
     """The user-facing state from the run's events and, while it is queued or training, its job.
 
     `job_status` is the job's own state (queued, running or done) or None when no job of this studio holds it;
@@ -293,4 +294,5 @@ def derive_state(run_id: str, events: list[Event], *, job_status: str | None, pa
         status = RunStatus.INTERRUPTED if events else RunStatus.QUEUED
     message = getattr(current_terminal, "error", "") if status is RunStatus.FAILED else ""
     position = queue_position if live else -1
-    return RunState(run_id, status, position, step, max_steps, message, checkpoint)
+    wait = queue_wait if status == RunStatus.QUEUED else None
+    return RunState(run_id, status, position, step, max_steps, message, checkpoint, wait)

@@ -10,6 +10,7 @@ import pytest
 from studio.engine import Studio
 from studio.inference.generate import DrawSettings, InferenceError
 from studio.jobs import QueueError
+from studio.ui import views
 from studio.workspace import NotFound
 from tests.conftest import FAST
 
@@ -47,6 +48,33 @@ def test_queue_runs_one_job_at_a_time_and_reports_positions(studio, photos):
     a_steps = [e for e in studio.events("alice", alice)[0] if e.kind == "step"]
     b_start = next(e for e in studio.events("bob", bob)[0] if e.kind == "started")
     assert a_steps[-1].time <= b_start.time  # bob's run began after alice's finished
+
+
+def test_a_studio_with_two_devices_trains_two_users_at_once_and_a_third_waits_next_in_line(tmp_path, tiny_sd, photos):
+    """Two CPU "devices" stand in for two GPUs (STUDIO_DEVICES=cpu,cpu)."""
+    studio = Studio(tmp_path / "home", base_model=str(tiny_sd), devices="cpu,cpu")
+    settings = {"class_noun": "dog", "max_steps": 30, "preview_every": 0, "score_checkpoints": False, **FAST}
+    runs = {user: studio.start_training(user, studio.photos.add(user, sorted(photos.iterdir())), ["object-lora"],
+                                        settings) for user in ("alice", "bob", "carol")}
+    carol = studio.run_state("carol", runs["carol"])
+    assert carol.status == "queued" and carol.queue_position == 1  # first in line for whichever device frees first
+    assert {studio.run_state(u, runs[u]).status for u in ("alice", "bob")} <= {"running", "queued"}
+    assert "next in line" in views.status_markdown(carol, [])
+    for user in runs:
+        assert _wait(studio, user, runs[user]).status == "finished"
+    span = {}
+    for user, run_id in runs.items():
+        events = studio.events(user, run_id)[0]
+        span[user] = (next(e.time for e in events if e.kind == "started"), events[-1].time)
+    assert span["bob"][0] < span["alice"][1] and span["alice"][0] < span["bob"][1]  # they trained at the same time
+    assert span["carol"][0] >= min(span["alice"][1], span["bob"][1]) - 1.0  # carol began once a device was free
+
+
+def test_a_device_list_naming_what_the_machine_lacks_is_refused_before_any_run(tmp_path, tiny_sd):
+    with pytest.raises(ValueError, match=r"cuda:7 does not exist here \(no CUDA GPU\)"):
+        Studio(tmp_path / "home", base_model=str(tiny_sd), devices="cpu,cuda:7")
+    with pytest.raises(ValueError, match="'gpu0' is not a device; use cpu, mps, cuda or cuda:N"):
+        Studio(tmp_path / "home", base_model=str(tiny_sd), devices="gpu0")
 
 
 def test_users_cannot_reach_each_others_runs_photos_or_models(studio, photos):

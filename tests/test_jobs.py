@@ -58,3 +58,40 @@ def test_a_crashing_job_reports_failed_and_the_queue_goes_on():
     assert queue.wait_idle(10)
     failed = broken.log.all()[-1]
     assert failed.kind == "failed" and "boom" in failed.error and ran == ["y"]
+
+
+def test_two_devices_run_two_jobs_at_once_each_pinned_and_a_third_waits_first_in_line():
+    queue, gate, ran = JobQueue(["cpu", "cuda:1"]), threading.Event(), []
+    assert queue.submit(blocking_job("a", "alice", gate, ran)) == 0
+    assert queue.submit(blocking_job("b", "bob", gate, ran)) == 0  # the second device is free: it runs now too
+    assert queue.submit(blocking_job("c", "carol", gate, ran)) == 1  # next in line for whichever frees first
+    deadline = time.time() + 10
+    while len(ran) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert sorted(ran) == ["a", "b"] and {queue.get("a").device, queue.get("b").device} == {"cpu", "cuda:1"}
+    assert queue.position("c") == 1 and queue.get("c").device is None
+    gate.set()
+    assert queue.wait_idle(10) and sorted(ran) == ["a", "b", "c"]
+
+
+def test_a_waiting_job_is_told_when_the_first_device_frees_up():
+    from studio.events import Step
+
+    queue, gate, ran = JobQueue(["cpu", "cpu"]), threading.Event(), []
+    for name in ("a", "b", "c", "d"):
+        queue.submit(blocking_job(name, name, gate, ran))
+    deadline = time.time() + 10
+    while len(ran) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert queue.seconds_to_start("c") is None  # the running jobs have made no steps yet: nothing to tell
+    now = time.time()
+    for name, pace in (("a", 1.0), ("b", 3.0)):  # 10 steps done of 100, `pace` seconds a step
+        job = queue.get(name)
+        job.submitted = now - 100
+        for step in (1, 10):
+            job.log.emit(Step(step=step, max_steps=100, time=now - (10 - step) * pace))
+    # c goes when a ends (90 steps x 1 s), d when b ends (90 x 3 s)
+    assert queue.seconds_to_start("c") == pytest.approx(90, abs=2)
+    assert queue.seconds_to_start("d") == pytest.approx(270, abs=2)
+    gate.set()
+    assert queue.wait_idle(10)

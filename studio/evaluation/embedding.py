@@ -83,8 +83,11 @@ class EmbeddingScorer(Scorer):
 
 
 def _load(loader, model_id: str):
+    from studio.models.families import LOADING_LOCK  # one model load at a time in the process (see there)
+
     try:
-        return loader.from_pretrained(model_id)
+        with LOADING_LOCK:
+            return loader.from_pretrained(model_id)
     except Exception as exc:  # offline and not cached, a typo, a folder that is not a model: all say the same
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ScorerUnavailable(f"scorer model {model_id!r} could not be loaded ({reason}); set scorer_models "

@@ -8,6 +8,7 @@ branch on the model type themselves.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,8 +193,19 @@ def family_for(source: ModelSource) -> ModelFamily:
     return FAMILIES[source.family]
 
 
+# transformers and diffusers build models under process-wide switches (empty "meta" weights, patched parameter
+# registration): two threads loading at once corrupt each other's models ("Tensor.item() cannot be called on meta
+# tensors"). A studio training on two devices, or drawing while a run starts, loads one model at a time.
+LOADING_LOCK = threading.RLock()
+
+
 def load_components(source: ModelSource) -> Components:
     """Load a base model's parts on the CPU in fp32 (the trainer moves and casts them)."""
+    with LOADING_LOCK:
+        return _load_components(source)
+
+
+def _load_components(source: ModelSource) -> Components:
     if source.family == "auto":  # a hub id: try SD first, then SDXL, with the real loaders
         try:
             comps = FAMILIES["sd"].load(source)

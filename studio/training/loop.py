@@ -31,6 +31,7 @@ from studio.workspace import BASE_PREVIEWS_CACHE, CLASS_IMAGES_CACHE
 from studio.training import checkpoint as ckpt
 from studio.training.batches import EpochSampler, LatentSource, PromptSource, image_tensor
 from studio.training.commands import RunCommands
+from studio.training.distributed import LR_SCALING, SINGLE, PeerLostError, World
 from studio.training.export import export_checkpoint, export_outputs, write_inference_files
 from studio.training.hardware import make_optimizer, pick_device, pick_precision
 from studio.training.identifier import check_identifier
@@ -58,6 +59,7 @@ class TrainRequest:
     resume: bool = False
     device: str | None = None
     components: Components | None = field(default=None, compare=False)  # reuse an already-loaded base
+    world: World = SINGLE  # this process's share of a multi-process run (studio.training.distributed)
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,27 @@ def train(request: TrainRequest, emit: Emit, commands: RunCommands | None = None
     """Run the phases; every way a run can end is reported as exactly one terminal event."""
     commands = commands or RunCommands()
     last_step = [0]
+    main = request.world.is_main
 
     def tracking(event) -> None:
         if event.kind in ("step", "started"):
             last_step[0] = getattr(event, "step", 0) or getattr(event, "resumed_from", 0)
-        emit(event)
+        if main:  # one voice for the run: the other processes train silently
+            emit(event)
 
     def fail(error: str, advice: str) -> RunOutcome:
         _release_memory()
-        emit(Failed(step=last_step[0], error=error, advice=advice))
+        tracking(Failed(step=last_step[0], error=error, advice=advice))
         return RunOutcome(RunStatus.FAILED, last_step[0])
 
     try:
         return _train(request, tracking, commands)
     except InterruptedError:
-        emit(Cancelled(step=last_step[0]))
+        tracking(Cancelled(step=last_step[0]))
         return RunOutcome(RunStatus.CANCELLED, last_step[0])
+    except PeerLostError as exc:  # another process of the run died: stop now rather than wait for it forever
+        return fail(f"another process of this run stopped at step {last_step[0]} ({exc})",
+                    "resume with --resume (on any number of processes): the last complete checkpoint is intact")
     except TrainingError as exc:
         return fail(str(exc), exc.advice)
     except torch.OutOfMemoryError as exc:
@@ -142,11 +149,19 @@ class _Run:
     def folder(self) -> RunFolder:
         return self.request.run
 
+    @property
+    def world(self) -> World:
+        return self.request.world
+
 
 def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutcome:
     run = _Run(request, emit, commands)
-    request.run.path.mkdir(parents=True, exist_ok=True)
-    request.run.write_config(request.resolved.to_json())
+    world = request.world
+    world.check_batch(request.resolved.config.batch_size)
+    if world.is_main:
+        request.run.path.mkdir(parents=True, exist_ok=True)
+        split = {"distributed": world.describe(request.resolved.config)} if world.distributed else {}
+        request.run.write_config(request.resolved.to_json(**split))
     started_at = time.perf_counter()
     _load(run)  # 1
     class_paths = _class_images(run)  # 2
@@ -157,6 +172,8 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
     if outcome is not None:
         return outcome
     run.trainable.train(False)
+    if not world.is_main:  # the main process scores and exports the weights every process holds
+        return RunOutcome(RunStatus.FINISHED, run.loop.step)
     card = run.scoring.finish(run.loop.step)  # 7
     emit(Phase(name="saving", detail="writing and verifying outputs"))
     markdown = card.markdown() if card is not None else ""
@@ -187,7 +204,7 @@ def _load(run: _Run) -> None:
     if request.components is None:
         run.emit(loading_phase(request.source))
     run.comps = comps = request.components or load_components(request.source)
-    run.device = pick_device(request.device)
+    run.device = pick_device(run.world.device(request.device))
     run.precision, notice = pick_precision(config.mixed_precision, run.device)
     if notice:
         run.emit(Notice(message=notice))
@@ -216,7 +233,7 @@ def _class_images(run: _Run) -> list[Path]:
         run.comps, cache_root=run.request.cache_root / CLASS_IMAGES_CACHE, class_prompt=config.resolved_class_prompt,
         count=config.num_class_images, resolution=run.resolution, steps=config.class_image_steps,
         guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=run.device, emit=run.emit,
-        should_stop=run.commands.should_stop,
+        should_stop=run.commands.should_stop, world=run.world,
     )
 
 
@@ -234,6 +251,7 @@ def _setup_optimisation(run: _Run) -> None:
                 module.gradient_checkpointing_enable()
     run.optimizer, notice = make_optimizer(param_groups(run.trainable, config), use_8bit=config.use_8bit_adam,
                                            device=run.device, weight_decay=config.weight_decay)
+    run.world.broadcast_(_parameters(run.optimizer))
     if notice:
         run.emit(Notice(message=notice))
     run.lr_scheduler = get_scheduler(config.lr_scheduler, run.optimizer, num_warmup_steps=config.lr_warmup_steps,
@@ -275,7 +293,12 @@ def _resume(run: _Run) -> None:
         run.emit(Notice(message=f"resumed from {last.name}"))
     run.emit(Started(run_id=run.folder.run_id, max_steps=run.config.max_steps, method=run.config.method,
                      device=str(run.device), precision=run.precision.name, resumed_from=run.loop.step))
-    run.scoring = _scoring(run)
+    if run.world.distributed:
+        split = run.world.describe(run.config)
+        run.emit(Notice(message=f"{split['processes']} processes: global batch {split['global_batch']} "
+                                f"({split['per_process_batch']} per process, gradients averaged); learning rate "
+                                f"{run.config.learning_rate:g}, not scaled ({LR_SCALING.split(':')[1].strip()})"))
+    run.scoring = _scoring(run) if run.world.is_main else None
 
 
 def _scoring(run: _Run):
@@ -297,6 +320,8 @@ def _preview(run: _Run, step: int) -> None:
 def _maybe_preview(run: _Run, budget: PreviewBudget) -> None:
     """A preview when the user asks, at the last step, and at the cadence's steps that fit the preview budget."""
     config, step = run.config, run.loop.step
+    if not run.world.is_main:
+        return
     asked = run.commands.take_sample_request()
     due = bool(config.preview_every) and (step % config.preview_every == 0 or step == config.max_steps)
     if not (asked or (due and (step == config.max_steps or budget.allows()))):
@@ -310,7 +335,10 @@ def _maybe_preview(run: _Run, budget: PreviewBudget) -> None:
     budget.saw_preview(time.perf_counter() - tic)
 
 
-def _save(run: _Run) -> Path:
+def _save(run: _Run) -> Path | None:
+    """A checkpoint, written by the main process (every process holds the same weights and optimizer state)."""
+    if not run.world.is_main:
+        return None
     run.loop.samplers = {n: s.state_dict() for n, s in run.samplers.items()}
     folder = ckpt.save_checkpoint(
         run.folder, trainable_state=run.trainable.state_dict(), optimizer=run.optimizer,
@@ -326,11 +354,11 @@ def _loop(run: _Run) -> RunOutcome | None:
     """6. Train until max_steps; None when done, an outcome when stopped."""
     config, loop = run.config, run.loop
     run.emit(Phase(name="training", detail=f"{config.max_steps} steps"))
-    if loop.step == 0 and config.preview_every:  # the untouched model: the "before" of every drift comparison
+    if loop.step == 0 and config.preview_every and run.world.is_main:  # the untouched model: the "before" of drift
         run.emit(draw_base_previews(run.comps, config, run=run.folder, resolution=run.resolution,
                                     cache_root=run.request.cache_root / BASE_PREVIEWS_CACHE,
                                     device=run.device, autocast=run.precision.autocast))
-    if loop.step == 0:
+    if loop.step == 0 and run.scoring is not None:
         run.scoring.score_base()
     run.trainable.train()
     scaler = run.precision.grad_scaler()
@@ -338,12 +366,13 @@ def _loop(run: _Run) -> RunOutcome | None:
     while loop.step < config.max_steps:
         if run.commands.should_pause():
             run.commands.wait_while_paused()
-        if run.commands.should_stop():
+        if run.world.any(run.commands.should_stop()):
             folder = _save(run)
-            run.emit(Cancelled(step=loop.step, checkpoint=run.folder.relative(folder)))
+            run.emit(Cancelled(step=loop.step, checkpoint=run.folder.relative(folder) if folder else ""))
             return RunOutcome(RunStatus.CANCELLED, loop.step)
         tic = time.perf_counter()
         values = sum((_micro_step(run, scaler) for _ in range(config.gradient_accumulation)), torch.zeros(3))
+        run.world.average_([values, *(p.grad for p in _parameters(run.optimizer) if p.grad is not None)])
         if not _apply_update(run, scaler, values):
             continue
         loss, instance_loss, prior_loss = values.tolist()  # one host sync per step: the numbers are displayed
@@ -353,13 +382,16 @@ def _loop(run: _Run) -> RunOutcome | None:
         budget.saw_step(seconds)
         _maybe_preview(run, budget)
         if config.checkpoint_every and loop.step % config.checkpoint_every == 0 and loop.step < config.max_steps:
-            _save(run)
-            run.scoring.score_weights(loop.step)
+            if _save(run) is not None:
+                run.scoring.score_weights(loop.step)
     return None
 
 
 def _micro_step(run: _Run, scaler) -> torch.Tensor:
-    """One forward/backward on [instance batch, class batch]; returns (total, instance, prior) loss, detached."""
+    """One forward/backward on [instance batch, class batch]; returns (total, instance, prior) loss, detached.
+
+    The global batch is drawn whole (the same on every process: same RNG draws whatever the process count), then
+    each process keeps its rows of it."""
     config, batch = run.config, run.config.batch_size
     index = run.samplers["instance"].take(batch)
     latents = [run.instance.sample(index, run.generator)]
@@ -371,6 +403,11 @@ def _micro_step(run: _Run, scaler) -> torch.Tensor:
     noise = sample_noise(latents.cpu(), config.offset_noise, run.generator).to(run.device)
     timesteps = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=run.generator).to(run.device)
+    if run.world.distributed:
+        rows = run.world.rows(batch, parts=2 if run.classes is not None else 1)
+        latents, noise, timesteps = latents[rows], noise[rows], timesteps[rows]
+        prompts = [prompts[i] for i in rows]
+        batch = run.world.per_process(batch)
     noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
     with run.precision.autocast():
         pred = run.comps.unet(noisy, timesteps, **run.prompts.batch(prompts)).sample
@@ -384,12 +421,15 @@ def _micro_step(run: _Run, scaler) -> torch.Tensor:
     return torch.stack([parts.total, parts.instance, parts.prior]).detach().float().cpu() / config.gradient_accumulation
 
 
+def _parameters(optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def _apply_update(run: _Run, scaler, values: torch.Tensor) -> bool:
     """Clip and step, or skip a non-finite step (weights stay the last good ones); stop after too many."""
     config, loop, optimizer = run.config, run.loop, run.optimizer
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               config.max_grad_norm or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(_parameters(optimizer), config.max_grad_norm or float("inf"))
     if not (torch.isfinite(values).all() and torch.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         scaler.update()
@@ -398,7 +438,7 @@ def _apply_update(run: _Run, scaler, values: torch.Tensor) -> bool:
             folder = _save(run)
             raise TrainingError(
                 f"the loss was not finite for {loop.bad_steps} steps in a row; stopped at step {loop.step} and kept "
-                f"the last good weights in {folder.name}",
+                f"the last good weights in {folder.name if folder else 'the last checkpoint'}",
                 "lower the learning rate, or turn mixed precision off",
             )
         return False

@@ -20,6 +20,7 @@ from studio.events import ClassImages, Emit
 from studio.inference.pipelines import build_pipeline
 from studio.models.families import Components
 from studio.models.sources import model_fingerprint
+from studio.training.distributed import SINGLE, World
 
 MANIFEST = "manifest.json"
 
@@ -51,24 +52,40 @@ def ensure_class_images(
     device: torch.device,
     emit: Emit,
     should_stop: Callable[[], bool] = lambda: False,
+    world: World = SINGLE,
 ) -> list[Path]:
-    """Return `count` class image paths, generating only those missing or unreadable."""
+    """Return `count` class image paths, generating only those missing or unreadable. Several processes of one run
+    each draw their share (image i by process i % size) and wait for each other, so all return a full set."""
     folder = cache_dir_for(cache_root, comps, class_prompt, resolution)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"class_prompt": class_prompt, "resolution": resolution, "model": comps.source.label}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if world.is_main:
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     paths = [folder / f"{i:05d}.png" for i in range(count)]
     missing = [i for i, p in enumerate(paths) if not _readable(p, resolution)]
     reused = count - len(missing)
     emit(ClassImages(done=reused, total=count, reused=reused))
-    if not missing:
-        return paths
+    if missing:
+        _draw(comps, paths, [i for i in missing if world.mine(i)], reused=reused, class_prompt=class_prompt,
+              resolution=resolution, steps=steps, guidance=guidance, batch_size=batch_size, device=device,
+              emit=emit, should_stop=should_stop, progress_scale=world.size)
+    world.barrier()
+    return paths
+
+
+def _draw(comps: Components, paths: list[Path], indices: list[int], *, reused: int, class_prompt: str, resolution: int,
+          steps: int, guidance: float, batch_size: int, device: torch.device, emit: Emit,
+          should_stop: Callable[[], bool], progress_scale: int) -> None:
+    """Draw the class images at `indices`; progress counts every process's share (they advance together)."""
+    count = len(paths)
+    if not indices:
+        return
     pipe = build_pipeline(comps, device=device)
     done = reused
-    for start in range(0, len(missing), batch_size):
+    for start in range(0, len(indices), batch_size):
         if should_stop():
             raise InterruptedError("stopped while generating class images")
-        batch = missing[start : start + batch_size]
+        batch = indices[start : start + batch_size]
         # One generator per image, seeded by its index: the same picture whatever the batching.
         generators = [torch.Generator("cpu").manual_seed(10_000 + i) for i in batch]
         with torch.no_grad():
@@ -80,7 +97,6 @@ def ensure_class_images(
             tmp = paths[i].with_suffix(".tmp.png")
             image.save(tmp)
             os.replace(tmp, paths[i])  # never leave a half-written PNG under the final name
-        done += len(batch)
+        done = min(count, done + len(batch) * progress_scale)
         emit(ClassImages(done=done, total=count, reused=reused))
-    return paths
 

@@ -14,6 +14,7 @@ from studio.events import Emit, EventLog, Failed
 from studio.models.catalog import ModelCatalog
 from studio.runs import RunFolder, RunStatus
 from studio.training.commands import RunCommands
+from studio.training.distributed import SINGLE, World
 
 if TYPE_CHECKING:
     from studio.training.loop import RunOutcome
@@ -29,7 +30,8 @@ class TrainingEnv:
 
 
 def run_training(env: TrainingEnv, run: RunFolder, photos: Path, log: EventLog, commands: RunCommands, *,
-                 presets_dir: Path | None = None, resume: bool, emit: Emit | None = None) -> RunOutcome:
+                 presets_dir: Path | None = None, resume: bool, emit: Emit | None = None,
+                 world: World = SINGLE) -> RunOutcome:
     """Load the base model, prepare the photos at its resolution, resolve the config for them, train."""
     from studio.data.curate import list_dataset_files
     from studio.data.dataset import prepare_training_images
@@ -39,6 +41,8 @@ def run_training(env: TrainingEnv, run: RunFolder, photos: Path, log: EventLog, 
     from studio.training.loop import RunOutcome, TrainRequest, loading_phase, train  # torch: on first run, not at start-up
 
     def send(event) -> None:
+        if not world.is_main:  # the other processes of a multi-process run train silently
+            return
         log.emit(event)
         if emit is not None:
             emit(event)
@@ -58,5 +62,5 @@ def run_training(env: TrainingEnv, run: RunFolder, photos: Path, log: EventLog, 
         return RunOutcome(RunStatus.FAILED, 0)
     request = TrainRequest(run=run, resolved=resolved, source=source, images=images,
                            cache_root=env.cache_root, resume=resume, device=env.device,
-                           components=comps)
+                           components=comps, world=world)
     return train(request, send, commands)

@@ -8,6 +8,7 @@ autograd so no memory is spent on their gradients.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import get_args, get_type_hints
 
@@ -141,6 +142,9 @@ def adapter_config(config: TrainConfig, targets, conv_targets=()):
                       init_lora_weights="gaussian", target_modules=list(targets), **extra)
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
     for module in [comps.vae, comps.unet, *comps.text_encoders]:
         module.requires_grad_(False)
@@ -150,8 +154,9 @@ def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
     if config.method == "lora":
         check_adapter_settings(config, comps)
         # The adapters' random initial factors come from `seed`, not from whatever the process drew before:
-        # otherwise the same settings train different weights in a fresh process and in a long-lived one.
-        with torch.random.fork_rng(devices=[]):
+        # otherwise the same settings train different weights in a fresh process and in a long-lived one. The RNG is
+        # the process's: the lock keeps a second job starting on another device from reseeding it mid-draw.
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             comps.unet.add_adapter(adapter_config(config, comps.family.unet_lora_targets, comps.family.unet_conv_targets))
             for name, module in modules.items():

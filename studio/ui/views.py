@@ -174,7 +174,10 @@ def status_markdown(state: Any | None, events: Iterable[Any], name: str = "") ->
     events = list(events)
     lines = [f"**{name or 'Run'}** (`{state.run_id}`): **{state.status}**"]
     if state.status == RunStatus.QUEUED and state.queue_position > 0:
-        lines[0] += f" · {state.queue_position} run(s) ahead of yours"
+        place = state.queue_position
+        lines[0] += " · next in line" if place == 1 else f" · {place - 1} run(s) waiting ahead of yours"
+        wait = getattr(state, "queue_wait", None)
+        lines[0] += f", starts in about {format_duration(wait)}" if wait is not None else ", waiting for a free device"
     phases = _kind(events, "phase")
     if phases and state.status in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.QUEUED):
         lines.append(f"phase: {phases[-1].name}" + (f" ({phases[-1].detail})" if phases[-1].detail else ""))

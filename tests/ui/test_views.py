@@ -55,7 +55,9 @@ def test_status_shows_error_with_advice_and_queue_position():
     assert "out of memory" in text and "use LoRA" in text
     assert "checkpoint `step-000002` kept" in text and "Resume" in text  # what Stop/failure kept, and what to do
     queued = RunState("r2", RunStatus.QUEUED, 2, 0, 10)
-    assert "2 run(s) ahead" in views.status_markdown(queued, [])
+    assert "1 run(s) waiting ahead of yours, waiting for a free device" in views.status_markdown(queued, [])
+    soon = RunState("r2", RunStatus.QUEUED, 1, 0, 10, queue_wait=95.0)
+    assert "next in line, starts in about 1:35" in views.status_markdown(soon, [])
     assert views.controls(queued) == {"pause": False, "stop": True, "sample": False, "resume": False, "use": False}
     assert views.controls(failed)["resume"] and not views.controls(failed)["stop"] and not views.controls(failed)["use"]
     done = RunState("r3", RunStatus.FINISHED, -1, 10, 10)
