@@ -38,6 +38,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_grad_norm": (0.0, 1e3),
     "weight_decay": (0.0, 1.0),
     "lora_rank": (1, 256),
+    "num_vectors": (1, 16),
+    "embedding_learning_rate": (0.0, 1.0),
     "lora_alpha": (0.1, 1024),
     "lora_dropout": (0.0, 0.9),
     "conv_rank": (0, 256),
@@ -61,6 +63,9 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+TOKEN_METHODS = ("textual_inversion", "pivotal")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs to know, with the defaults a new user gets."""
@@ -71,9 +76,14 @@ class TrainConfig:
     class_noun: str = ""
     instance_prompt: str = "a photo of {identifier} {class_noun}"
     class_prompt: str = "a photo of a {class_noun}"
-    # Method.
-    method: Literal["lora", "full"] = "lora"
+    # Method: an adapter (LoRA and its kin), the whole UNet, a new word embedding only (textual inversion), or a new
+    # word embedding and a LoRA trained together (pivotal tuning).
+    method: Literal["lora", "full", "textual_inversion", "pivotal"] = "lora"
     train_text_encoder: bool = False
+    # Textual inversion and pivotal tuning: the identifier becomes a new token "<sks>" with `num_vectors` embedding
+    # vectors, initialised from the class noun's, trained at `embedding_learning_rate` (0 = learning_rate).
+    num_vectors: int = 1
+    embedding_learning_rate: float = 5e-3
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_dropout: float = 0.0
@@ -134,7 +144,25 @@ class TrainConfig:
     eval_seeds: tuple[int, ...] = (0, 1)
 
     def prompt(self, template: str) -> str:
-        return template.format(identifier=self.identifier, class_noun=self.class_noun).strip()
+        return template.format(identifier=self.token, class_noun=self.class_noun).strip()
+
+    @property
+    def learns_token(self) -> bool:
+        """Textual inversion and pivotal tuning learn a new token's embedding."""
+        return self.method in TOKEN_METHODS
+
+    @property
+    def token(self) -> str:
+        """The word prompts name the subject by: the identifier, or for a method that learns a token, that new token
+        ("<sks>"): a new vocabulary entry, so it can never clash with a word the model knows."""
+        if not self.learns_token or (self.identifier.startswith("<") and self.identifier.endswith(">")):
+            return self.identifier
+        return f"<{self.identifier}>"
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        """Whether the prompt embeddings change while training (so they are computed every step, not cached)."""
+        return self.train_text_encoder or self.learns_token
 
     @property
     def resolved_instance_prompt(self) -> str:
@@ -318,6 +346,21 @@ def _derive(config: TrainConfig, num_images: int) -> tuple[TrainConfig, dict[str
     return dataclasses.replace(config, **changes), why
 
 
+def _check_token_settings(config: TrainConfig) -> None:
+    word = config.identifier.strip().strip("<>")
+    if not re.fullmatch(r"[\w-]+", word):
+        suggestion = re.sub(r"[^\w-]+", "_", word).strip("_") or "sks"
+        raise ConfigError(f"identifier = {config.identifier!r}: {config.method} learns one new token, so the identifier "
+                          f"must be one word of letters, digits, '_' or '-'; use identifier = {suggestion!r} "
+                          f"(prompts then say <{suggestion}>)")
+    if config.method == "textual_inversion" and config.train_text_encoder:
+        raise ConfigError("train_text_encoder: textual inversion trains only the new token's embedding, everything "
+                          "else frozen; set train_text_encoder = false, or method = 'pivotal' to add a LoRA")
+    if config.method == "textual_inversion" and config.save_single_file:
+        raise ConfigError("save_single_file writes a whole fine-tuned model; textual inversion's output is an "
+                          "embedding file: set save_single_file = false")
+
+
 def _check_consistency(config: TrainConfig) -> None:
     if config.method == "lora" and config.adapter != "locon" and (config.conv_rank or config.conv_alpha):
         raise ConfigError(f"conv_rank and conv_alpha are LoCon's: they do nothing with adapter = {config.adapter!r}; "
@@ -325,6 +368,11 @@ def _check_consistency(config: TrainConfig) -> None:
     if config.method == "lora" and config.adapter in ("lokr", "loha") and config.lora_dropout:
         raise ConfigError(f"lora_dropout does not apply to adapter = {config.adapter!r} (peft's LyCORIS adapters use "
                           "their own dropouts); leave it at 0 or pick lora, locon or dora")
+    if config.learns_token:
+        _check_token_settings(config)
+    elif config.num_vectors != 1:
+        raise ConfigError(f"num_vectors = {config.num_vectors} is textual inversion's: method = {config.method!r} "
+                          "learns no token; set method = 'textual_inversion' or 'pivotal', or leave num_vectors at 1")
     if not config.class_noun.strip() and config.subject_type != "style":
         raise ConfigError("class_noun is empty; give the kind of thing your subject is, e.g. 'dog' or 'person'")
     for name in ("instance_prompt", "class_prompt"):

@@ -39,7 +39,7 @@ def eval_prompts(config: TrainConfig, *, world: bool) -> EvalPrompts:
     seeds = tuple(config.eval_seeds) or (0,)
     if config.eval_prompts:
         given = [config.prompt(p) for p in config.eval_prompts]
-        named = lambda p: config.identifier in p.split()
+        named = lambda p: config.token in p.split()
         subject = [p for p in given if p == config.resolved_instance_prompt] or [config.resolved_instance_prompt]
         recontext = [p for p in given if named(p) and p not in subject]
         classes = [p for p in given if not named(p)] or [config.resolved_class_prompt]

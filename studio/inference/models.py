@@ -12,8 +12,8 @@ from pathlib import Path
 from studio.events import Score
 from studio.models.catalog import ModelCatalog
 from studio.models.sources import ModelSource
-from studio.runs import (CHECKPOINT_STATE, CHECKPOINTS, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder, parse_step,
-                         step_name)
+from studio.runs import (CHECKPOINT_STATE, CHECKPOINTS, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE,
+                         RunFolder, parse_step, step_name)
 from studio.workspace import NotFound, Workspace, check_id
 
 BASE = "base"
@@ -39,6 +39,7 @@ class ModelRef:
     lora_file: Path | None = None
     full_model_dir: Path | None = None  # a finished full fine-tune (diffusers folder)
     unet_state_file: Path | None = None  # a full fine-tune checkpoint (trainable.safetensors)
+    embeddings_file: Path | None = None  # a learned token (textual inversion; with lora_file, pivotal tuning)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class DrawableModels:
         """A run folder (its final model), a checkpoint folder or a LoRA .safetensors file, for the local CLI."""
         path = path.resolve()
         if path.is_file():
+            from studio.models.embeddings import is_embeddings_file
+
+            if is_embeddings_file(path):
+                return ModelRef(f"file:{path}", path.stem, self.catalog.default, embeddings_file=path)
             return ModelRef(f"file:{path}", path.stem, self.catalog.default, lora_file=path)
         step = ""
         if path.parent.name == CHECKPOINTS and parse_step(path.name) is not None:  # run/checkpoints/step-000100
@@ -110,8 +115,12 @@ class DrawableModels:
 
 
 def folder_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRef | None:
-    """What a run's output or checkpoint folder draws with: its LoRA, its full model, or its trained weights
-    (a full fine-tune's checkpoint); None when it holds none of them."""
+    """What a run's output or checkpoint folder draws with: its learned token (and LoRA), its LoRA, its full model,
+    or its trained weights (a full fine-tune's checkpoint); None when it holds none of them."""
+    if (folder / EMBEDDINGS_FILE).exists():
+        lora = folder / LORA_FILE
+        return ModelRef(key, label, base, lora_file=lora if lora.exists() else None,
+                        embeddings_file=folder / EMBEDDINGS_FILE)
     if (folder / LORA_FILE).exists():
         return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
     if (folder / FULL_MODEL_DIR).is_dir():

@@ -68,6 +68,8 @@ class PipelineCache:
             return self._load(ref.key, lambda: load_components(resolve_source(str(ref.full_model_dir))))
         if ref.unet_state_file is not None:
             return self._load(ref.key, lambda: self._with_unet_state(ref))
+        if ref.embeddings_file is not None:
+            return self._load(ref.key, lambda: self._with_embeddings(ref))
         if _is_lycoris(ref):
             return self._load(ref.key, lambda: self._with_lycoris(ref))
         return None
@@ -107,6 +109,25 @@ class PipelineCache:
             if part:
                 encoder.load_state_dict(part, strict=False)
         return base
+
+    def _with_embeddings(self, ref: ModelRef) -> Components:
+        """A learned token (and pivotal tuning's LoRA, always on) in a base of its own: the token is added to the
+        tokenizer and text encoder, which would otherwise make it everyone's, in every model sharing that base."""
+        from studio.models.embeddings import load_into_pipeline
+
+        comps = load_components(ref.base)
+        pipe = build_pipeline(comps)
+        load_into_pipeline(pipe, ref.embeddings_file)
+        comps.tokenizers = [pipe.tokenizer, *([pipe.tokenizer_2] if len(comps.tokenizers) > 1 else [])]
+        comps.text_encoders = [pipe.text_encoder, *([pipe.text_encoder_2] if len(comps.text_encoders) > 1 else [])]
+        if ref.lora_file is not None:
+            from studio.models.lora_formats import inject_adapter_file, load_lora_for_inference
+
+            if _is_lycoris(ref):
+                inject_adapter_file(comps.unet, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
+            else:
+                load_lora_for_inference(pipe, ref.lora_file, _adapter_name(ref.key))
+        return comps
 
     def _with_lycoris(self, ref: ModelRef) -> Components:
         """LoKr / LoHa get a base of their own with the adapter always on: diffusers' adapter switching is
@@ -159,7 +180,7 @@ def _base_key(source: ModelSource) -> str:
 
 def _files_of(ref: ModelRef) -> tuple:
     """Where `ref`'s own weights come from, with each file's mtime and size (nothing for the base model)."""
-    paths = [p for p in (ref.lora_file, ref.unet_state_file) if p is not None]
+    paths = [p for p in (ref.lora_file, ref.unet_state_file, ref.embeddings_file) if p is not None]
     if ref.full_model_dir is not None:
         paths += sorted(p for p in Path(ref.full_model_dir).rglob("*") if p.is_file())
     stats = []

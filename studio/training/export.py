@@ -2,7 +2,9 @@
 
 LoRA runs give diffusers' `pytorch_lora_weights.safetensors` and a kohya /
 A1111 / ComfyUI file; full runs give a diffusers folder (and optionally one
-single `.safetensors`). Every run gets a model card (with its scorecard).
+single `.safetensors`); textual inversion gives `learned_embeds.safetensors`
+(diffusers) and an A1111 / ComfyUI embedding; pivotal tuning gives both the
+embeddings and the LoRA files. Every run gets a model card (with its scorecard).
 "Finished" is only ever reported after this module has read the files back.
 
 When the scorecard (or the user) keeps an earlier checkpoint, its weights
@@ -22,7 +24,7 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
-from studio.runs import FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
+from studio.runs import EMBEDDINGS_FILE, FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
 from studio.training.trainable import Trainable
 
 
@@ -33,9 +35,20 @@ class ExportError(RuntimeError):
 
 
 def write_inference_files(folder: Path, comps: Components, trainable: Trainable, config) -> None:
-    """What generate/compare need from a checkpoint: the adapter files (full runs use trainable.safetensors)."""
-    if trainable.method == "lora":
+    """What generate/compare need from a checkpoint: the adapter and token files (full runs use trainable.safetensors)."""
+    if trainable.has_adapter:
         _save_lora(folder, comps, trainable, config, {})
+    if trainable.token is not None:
+        _save_embeddings(folder, comps, trainable, config)
+
+
+def _save_embeddings(folder: Path, comps: Components, trainable: Trainable, config) -> dict[str, Path]:
+    from studio.models.embeddings import save_embeddings
+    from studio.training.new_tokens import new_token_embeddings
+
+    vectors = [e.vectors for e in new_token_embeddings(comps.text_encoders)]
+    return save_embeddings(folder, trainable.token, vectors, diffusers_name=EMBEDDINGS_FILE,
+                           a1111_name=f"{config.identifier.strip('<>')}.safetensors")
 
 
 def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, metadata: dict) -> dict[str, Path]:
@@ -44,8 +57,8 @@ def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, me
     from studio.models.lora_formats import save_lora_files
     from studio.training.trainable import conv_rank_alpha
 
-    text = [get_peft_model_state_dict(te) if f"text_encoder_{i}" in trainable.modules else None
-            for i, te in enumerate(comps.text_encoders)]
+    text = [get_peft_model_state_dict(te) if f"text_encoder_{i}" in trainable.modules and config.train_text_encoder
+            else None for i, te in enumerate(comps.text_encoders)]
     adapter = trainable.adapter or "lora"
     return save_lora_files(folder, comps.family, get_peft_model_state_dict(comps.unet), text,
                            rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata, adapter=adapter,
@@ -106,9 +119,11 @@ def _write_verified(run: RunFolder, comps: Components, trainable: Trainable, res
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     written: list[Path] = []
-    if trainable.method == "lora":
+    if trainable.token is not None:
+        written += list(_save_embeddings(tmp, comps, trainable, config).values())
+    if trainable.has_adapter:
         written += _export_lora(tmp, comps, trainable, config, source)
-    else:
+    elif trainable.method == "full":
         written += _export_full(tmp, comps, config)
     written.append(write_model_card(tmp, run, resolved, source, scorecard))
     verify_outputs(tmp, trainable.method, comps)
@@ -140,7 +155,14 @@ def _export_full(folder: Path, comps, config) -> list[Path]:
 def verify_outputs(folder: Path, method: str, comps: Components) -> None:
     """Read what was written back; a file that does not load is an error, not a finished run."""
     try:
-        if method == "lora":
+        if method in ("textual_inversion", "pivotal"):
+            from studio.models.embeddings import read_embeddings
+
+            _, vectors = read_embeddings(folder / EMBEDDINGS_FILE)
+            widths = [e.get_input_embeddings().weight.shape[1] for e in comps.text_encoders]
+            if [v.shape[1] for v in vectors] != widths or not all(torch.isfinite(v).all() for v in vectors):
+                raise ExportError(f"{EMBEDDINGS_FILE} does not hold finite vectors of this model's widths {widths}")
+        if method in ("lora", "pivotal"):
             from studio.models.lora_formats import studio_adapter_spec
 
             for file in folder.glob("*.safetensors"):  # the diffusers (or studio) file and the kohya one
@@ -149,7 +171,7 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
                     raise ExportError(f"{file.name} is empty or holds non-finite weights")
             if studio_adapter_spec(folder / LORA_FILE) is None:  # LoKr / LoHa: a file diffusers cannot read
                 comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
-        else:
+        elif method == "full":
             unet_dir = folder / FULL_MODEL_DIR / "unet"
             saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
             live = comps.unet.state_dict()
@@ -160,6 +182,30 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
         raise
     except Exception as exc:
         raise ExportError(f"the outputs in {folder} could not be read back ({exc})") from exc
+
+
+_TAGS = {"lora": "lora", "full": "full-finetune", "textual_inversion": "textual-inversion",
+         "pivotal": "lora, textual-inversion, pivotal-tuning"}
+
+
+def _usage(config) -> list[str]:
+    """How to load a learned token (and pivotal tuning's LoRA with it): the lines a user copies."""
+    if not config.learns_token:
+        return []
+    a1111 = f"{config.identifier.strip('<>')}.safetensors"
+    lines = ["## How to use", "", "```python",
+             "from diffusers import AutoPipelineForText2Image",
+             "pipe = AutoPipelineForText2Image.from_pretrained(BASE_MODEL)"]
+    if config.method == "pivotal":
+        lines.append(f'pipe.load_lora_weights(".", weight_name="{LORA_FILE}")  # the LoRA, then its token')
+    lines += [f'pipe.load_textual_inversion("{EMBEDDINGS_FILE}", token="{config.token}")  # SD 1.x / 2.x',
+              "# SDXL: state = safetensors.torch.load_file(...); load state['clip_l'] with pipe.text_encoder and "
+              "pipe.tokenizer, state['clip_g'] with pipe.text_encoder_2 and pipe.tokenizer_2",
+              f'image = pipe("{config.resolved_instance_prompt} on the beach").images[0]', "```", "",
+              f"A1111 / ComfyUI: put `{a1111}` in the embeddings folder and write `{a1111[:-len('.safetensors')]}` "
+              "where the prompt names the subject" + (" (with the LoRA file loaded too)." if config.method == "pivotal"
+                                                     else "."), ""]
+    return lines
 
 
 def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "") -> Path:
@@ -174,7 +220,7 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
     preset = next((s.split(":")[0].replace("preset ", "") for s in resolved.sources.values() if s.startswith("preset")), "none")
     lines = [
         "---", "library_name: diffusers", f"base_model: {source.label}", "tags: [dreambooth, dreambooth-studio, "
-        + ("lora" if config.method == "lora" else "full-finetune") + "]", f"instance_prompt: {config.resolved_instance_prompt}", "---",
+        + _TAGS[config.method] + "]", f"instance_prompt: {config.resolved_instance_prompt}", "---",
         "", f"# DreamBooth: {config.identifier} {config.class_noun}".rstrip(), "",
         f"Trained with DreamBooth Studio on `{source.label}` ({config.method}, preset `{preset}`).", "",
         f"- Trigger phrase: **{config.resolved_instance_prompt}**",
@@ -182,6 +228,7 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
         f"- Steps: {config.max_steps}, batch {config.batch_size}, learning rate {config.learning_rate:g}",
         f"- Training images: {resolved.num_images}", "",
     ]
+    lines += _usage(config)
     if grid is not None:
         lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]
     if scorecard:

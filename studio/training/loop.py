@@ -209,10 +209,11 @@ def _load(run: _Run) -> None:
     if notice:
         run.emit(Notice(message=notice))
     run.resolution = config.resolution or comps.native_resolution
-    report = check_identifier(comps.tokenizers[0], config.identifier, config.class_noun, config.resolved_instance_prompt)
+    report = check_identifier(comps.tokenizers[0], config.token, config.class_noun, config.resolved_instance_prompt)
     if not report.ok:
         raise TrainingError("; ".join(report.errors), "fix the instance prompt, identifier or class noun")
-    for warning in report.warnings:
+    # a learned token is new to the vocabulary: the advice about rare and split words is for existing words
+    for warning in () if config.learns_token else report.warnings:
         run.emit(Notice(message=warning + (f" (try: {', '.join(report.suggestions)})" if report.suggestions else "")))
     if len(request.images) == 0:
         raise TrainingError("no training images", "add 3-20 photos of your subject")
@@ -269,15 +270,26 @@ def _cache(run: _Run, class_paths: list[Path]) -> None:
     run.emit(Phase(name="caching", detail=f"{len(images)} images, {len(class_paths)} class images"))
     common = dict(cache=config.cache_latents, flip=config.random_flip, device=run.device, dtype=run.precision.frozen_dtype)
     run.instance = LatentSource(run.comps, image_tensor([i.image for i in images], run.resolution), **common)
-    run.instance_prompts = [config.prompt(i.caption) if i.caption else config.resolved_instance_prompt for i in images]
+    run.instance_prompts = [_spelled_out(config, config.prompt(i.caption) if i.caption else config.resolved_instance_prompt)
+                            for i in images]
     if class_paths:
         pictures = [Image.open(p).convert("RGB") for p in class_paths]
         run.classes = LatentSource(run.comps, image_tensor(pictures, run.resolution), **common)
     run.prompts = PromptSource(run.comps, run.instance_prompts + [config.resolved_class_prompt], run.resolution,
-                               frozen=not config.train_text_encoder)
+                               frozen=not config.trains_text_encoder)
     run.samplers = {"instance": EpochSampler(run.instance.count, run.generator)}
     if run.classes is not None:
         run.samplers["class"] = EpochSampler(run.classes.count, run.generator)
+
+
+def _spelled_out(config, prompt: str) -> str:
+    """A learned token with several vectors stands for all of them ("<sks>" -> "<sks> <sks>_1"), as diffusers'
+    pipelines expand it when drawing."""
+    if not config.learns_token or config.num_vectors == 1:
+        return prompt
+    from studio.models.embeddings import token_names
+
+    return prompt.replace(config.token, " ".join(token_names(config.token, config.num_vectors)))
 
 
 def _resume(run: _Run) -> None:

@@ -27,7 +27,12 @@ class Trainable:
 
     modules: dict[str, torch.nn.Module]
     method: str
-    adapter: str | None = None  # "lora", "locon", ... for LoRA runs; None for a full fine-tune
+    adapter: str | None = None  # "lora", "locon", ... for LoRA and pivotal runs; None otherwise
+    token: str | None = None  # the new token of a textual-inversion or pivotal run ("<sks>")
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter is not None
 
     def parameters(self, name: str) -> list[torch.nn.Parameter]:
         return [p for p in self.modules[name].parameters() if p.requires_grad]
@@ -43,7 +48,7 @@ class Trainable:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         saved = adapter_of_state(state)
-        if self.method == "lora" and saved != self.adapter:
+        if self.has_adapter and saved != self.adapter:
             raise AdapterSettingError(
                 f"the checkpoint was trained with adapter = {saved or 'none (a full fine-tune)'!r} and this run asks for "
                 f"adapter = {self.adapter!r}: resume with the adapter it was trained with, or start a new run")
@@ -148,10 +153,17 @@ _GLOBAL_RNG = threading.Lock()
 def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
     for module in [comps.vae, comps.unet, *comps.text_encoders]:
         module.requires_grad_(False)
-    modules: dict[str, torch.nn.Module] = {"unet": comps.unet}
-    if config.train_text_encoder:
+    modules: dict[str, torch.nn.Module] = {} if config.method == "textual_inversion" else {"unet": comps.unet}
+    if config.trains_text_encoder:
         modules.update({f"text_encoder_{i}": te for i, te in enumerate(comps.text_encoders)})
-    if config.method == "lora":
+    token = None
+    if config.learns_token:
+        from studio.training.new_tokens import add_new_tokens
+
+        # the vectors are the text encoders' only trainable weights, unless pivotal tuning adds their LoRA too
+        add_new_tokens(comps.tokenizers, comps.text_encoders, config.token, config.num_vectors, config.class_noun)
+        token = config.token
+    if config.method in ("lora", "pivotal"):
         check_adapter_settings(config, comps)
         # The adapters' random initial factors come from `seed`, not from whatever the process drew before:
         # otherwise the same settings train different weights in a fresh process and in a long-lived one. The RNG is
@@ -160,23 +172,32 @@ def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
             torch.manual_seed(config.seed)
             comps.unet.add_adapter(adapter_config(config, comps.family.unet_lora_targets, comps.family.unet_conv_targets))
             for name, module in modules.items():
-                if name.startswith("text_encoder"):  # the text encoders have no convolutions: LoCon is LoRA there
+                if name.startswith("text_encoder") and config.train_text_encoder:  # no convolutions: LoCon is LoRA
                     module.add_adapter(adapter_config(config, comps.family.text_lora_targets))
         for module in modules.values():  # adapters train in fp32 even if the base is half
             for param in module.parameters():
                 if param.requires_grad:
                     param.data = param.data.float()
-    else:  # a full fine-tune trains every weight: the adapter settings (say, from a LoRA preset) do not apply
+    elif config.method == "full":  # every weight: the adapter settings (say, from a LoRA preset) do not apply
         for module in modules.values():
             module.requires_grad_(True)
-    return Trainable(modules, config.method, config.adapter if config.method == "lora" else None)
+    return Trainable(modules, config.method, config.adapter if config.method in ("lora", "pivotal") else None, token)
 
 
 def param_groups(trainable: Trainable, config: TrainConfig) -> list[dict]:
     te_lr = config.text_encoder_learning_rate or config.learning_rate
     groups = []
-    for name in trainable.modules:
-        params = trainable.parameters(name)
+    for name, module in trainable.modules.items():
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        params = [p for n, p in named if not _is_new_token(n)]
         if params:
             groups.append({"params": params, "lr": te_lr if name.startswith("text_encoder") else config.learning_rate, "name": name})
+        vectors = [p for n, p in named if _is_new_token(n)]
+        if vectors:  # no weight decay: it would pull the new word's embedding towards zero, away from real words
+            groups.append({"params": vectors, "lr": config.embedding_learning_rate or config.learning_rate,
+                           "weight_decay": 0.0, "name": f"{name}.new_token"})
     return groups
+
+
+def _is_new_token(parameter_name: str) -> bool:
+    return parameter_name.endswith("token_embedding.vectors")  # studio.training.new_tokens.NewTokenEmbedding
