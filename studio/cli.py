@@ -1,6 +1,7 @@
 """`python -m studio` / `studio`: the engine headless, through the same Studio facade as the app.
 
     studio train --images DIR --identifier sks --class-noun dog --preset object-lora --output DIR
+    studio train --concepts concepts.toml --preset object-lora --output DIR   (several subjects)
     studio generate --model DIR|base --prompt "a photo of sks dog on the beach" --out DIR
     studio compare --model base --model DIR --prompt "..." --prompt "..." --out grid.png
     studio inpaint --model DIR --image photo.png --mask mask.png --prompt "..." --out DIR
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common], help="train a subject (LoRA or full fine-tune)")
     t.add_argument("--images", type=Path, help="folder of 3-20 photos of the subject (captions: name.txt beside name.jpg)")
     t.add_argument("--demo", action="store_true", help="use the built-in demo subject's pictures and settings")
+    t.add_argument("--concepts", type=Path, metavar="FILE",
+                   help="several subjects in one run: a TOML file of [[concept]] tables, each with images, identifier "
+                        "and class_noun (optional class_prompt, with_prior_preservation)")
     t.add_argument("--identifier", default=None, help="rare word naming your subject (default sks)")
     t.add_argument("--class-noun", default=None, help="what the subject is: dog, person, sunglasses...")
     t.add_argument("--preset", action="append", default=[], help="preset name (repeatable; later ones win)")
@@ -126,8 +130,17 @@ def cmd_train(args) -> int:
         images, demo_presets, demo_overrides = studio.demo_settings()
         presets = presets or demo_presets
         overrides = {**demo_overrides, **overrides}
-    if images is None and not args.resume:
-        raise ValueError("give --images DIR (or --demo)")
+    concepts = []
+    if args.concepts is not None:
+        from studio.concepts import load_concepts
+
+        clash = [flag for flag, value in (("--images", args.images), ("--identifier", args.identifier),
+                                          ("--class-noun", args.class_noun), ("--demo", args.demo or None)) if value]
+        if clash:
+            raise ValueError(f"--concepts names each subject's photos, identifier and class noun; drop {', '.join(clash)}")
+        concepts = load_concepts(args.concepts)
+    elif images is None and not args.resume:
+        raise ValueError("give --images DIR (or --demo, or --concepts FILE for several subjects)")
     commands = RunCommands()
     signal.signal(signal.SIGINT, lambda *_: commands.stop())  # Ctrl-C: save a checkpoint, then stop
     # `kill`, a container stop, or a launcher ending the run because another process died: the same, so the run
@@ -136,7 +149,8 @@ def cmd_train(args) -> int:
     world = join_world(args.device)  # one process, or this one's place under `accelerate launch` / `torchrun`
     printer = ProgressPrinter(json_lines=args.json)
     outcome = studio.train_folder(images, args.output, presets, overrides, resume=args.resume,
-                                  emit=printer if world.is_main else None, commands=commands, world=world)
+                                  emit=printer if world.is_main else None, commands=commands, world=world,
+                                  concepts=concepts)
     printer.close()
     if not world.is_main:  # the main process reports for the run
         return {RunStatus.FINISHED: 0, RunStatus.CANCELLED: 130}.get(outcome.status, 1)

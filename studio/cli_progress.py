@@ -27,7 +27,8 @@ class ProgressPrinter:
             self.bar = tqdm(total=event.max_steps, initial=event.resumed_from, desc="training", unit="step", file=sys.stderr)
         elif kind == "step" and self.bar is not None:
             self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(loss=f"{event.loss:.4f}", prior=f"{event.prior_loss:.4f}")
+            self.bar.set_postfix(loss=f"{event.loss:.4f}", prior=f"{event.prior_loss:.4f}",
+                                 **{k: f"{v:.4f}" for k, v in (event.subject_losses or {}).items()})
         elif kind in ("notice", "failed", "phase", "checkpoint", "preview", "finished", "cancelled"):
             text = {
                 "notice": lambda e: f"note: {e.message}",

@@ -320,7 +320,7 @@ def resolve_config(
     config = TrainConfig(**values)
     config, derived = _derive(config, num_images)
     sources.update(derived)
-    _check_consistency(config)
+    check_consistency(config)
     return ResolvedConfig(config, sources, num_images)
 
 
@@ -361,7 +361,7 @@ def _check_token_settings(config: TrainConfig) -> None:
                           "embedding file: set save_single_file = false")
 
 
-def _check_consistency(config: TrainConfig) -> None:
+def check_consistency(config: TrainConfig) -> None:
     if config.method == "lora" and config.adapter != "locon" and (config.conv_rank or config.conv_alpha):
         raise ConfigError(f"conv_rank and conv_alpha are LoCon's: they do nothing with adapter = {config.adapter!r}; "
                           "set adapter = 'locon' or leave them at 0")

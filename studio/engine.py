@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from studio.concepts import Concept, ConceptError, check_concepts
 from studio.config import Preset, ResolvedConfig, list_presets, resolve_config
 from studio.data.photoset import PhotoSets, demo_settings
 from studio.downloads import Download, run_downloads
@@ -38,6 +39,17 @@ def _job_devices(devices: str | Sequence[str] | None, device: str | None):
     listed = parse_devices(devices if isinstance(devices, str) else ",".join(devices))
     check_devices(listed)
     return listed
+
+
+def _own_subject(concepts: Sequence[Concept]) -> dict[str, Any]:
+    """The run's own settings from its first concept: its identifier and class noun (and, when it is the only one,
+    its prompts and prior setting; with several, those stay the concept's own)."""
+    first = concepts[0]
+    own: dict[str, Any] = {"identifier": first.identifier, "class_noun": first.class_noun}
+    if len(concepts) == 1:
+        own.update({k: v for k, v in first.to_dict().items()
+                    if k in ("class_prompt", "instance_prompt", "with_prior_preservation")})
+    return own
 
 
 class Studio:
@@ -81,16 +93,22 @@ class Studio:
 
     # -- training ----------------------------------------------------------------------
     def start_training(self, user: str, dataset_id: str, presets: Sequence[str] = (), overrides: dict[str, Any] | None = None,
-                       *, base_model: str | None = None, crops: dict[str, Sequence[float]] | None = None, name: str = "") -> str:
-        """Queue a run; returns its id at once. Settings are checked now, so a typo fails before the queue."""
+                       *, base_model: str | None = None, crops: dict[str, Sequence[float]] | None = None, name: str = "",
+                       more_subjects: Sequence[Concept] = ()) -> str:
+        """Queue a run; returns its id at once. Settings are checked now, so a typo fails before the queue.
+        `more_subjects`: other subjects to teach in the same run, each a photo set (Concept.dataset_id) with its own
+        identifier and class noun."""
         source = self.base_models.source(base_model)
         self.photos.folder(user, dataset_id)
         config = self.resolve(presets, overrides, num_images=1, user=user).config  # fail fast on bad settings
+        concepts = self._checked_concepts([Concept.of_config(config, dataset_id=dataset_id), *more_subjects], config,
+                                          lambda c: self.photos.folder(user, c.dataset_id)) if more_subjects else []
         run_id, run_dir = self.workspace.new_run(user)
         run = RunFolder(run_dir)
         run.write_meta(RunMeta(run_id, user, tuple(presets), dict(overrides or {}), self.base_models.reference(source),
                                dataset_id=dataset_id, crops={k: list(v) for k, v in (crops or {}).items()},
-                               name=clean_name(name) or default_name(config, presets)))
+                               name=clean_name(name) or default_name(config, presets),
+                               concepts=[c.to_dict() for c in concepts]))
         try:
             self._submit(user, run, resume=False)
         except Exception:
@@ -108,12 +126,14 @@ class Studio:
         self._submit(user, RunFolder(self.workspace.run_dir(user, run_id)), resume=True)
         return run_id
 
-    def train_folder(self, images_dir: Path, output_dir: Path, presets: Sequence[str] = (), overrides: dict[str, Any] | None = None,
-                     *, base_model: str | None = None, resume: bool = False, emit=None, commands=None,
-                     world: World = SINGLE):
+    def train_folder(self, images_dir: Path | None, output_dir: Path, presets: Sequence[str] = (),
+                     overrides: dict[str, Any] | None = None, *, base_model: str | None = None, resume: bool = False,
+                     emit=None, commands=None, world: World = SINGLE, concepts: Sequence[Concept] = ()):
         """Train in the caller's thread with the run folder at `output_dir` (the local CLI). With `resume`,
         continue the run already there from its last complete checkpoint. Under `accelerate launch`, every process
-        calls this with its `world`; each checks everything first, then only the main process writes."""
+        calls this with its `world`; each checks everything first, then only the main process writes.
+        `concepts` (studio.concepts.load_concepts) teaches several subjects: the first's photos, identifier and class
+        noun are the run's own, in place of `images_dir`."""
         if self.shared:
             raise PermissionError("folder runs are for the local CLI only")
         run = RunFolder(Path(output_dir).resolve())
@@ -124,13 +144,20 @@ class Studio:
             world.check_batch(self.resolve(meta.presets, meta.overrides, num_images=1).config.batch_size)
         else:
             source = self.base_models.source(base_model)
-            world.check_batch(self.resolve(presets, overrides, num_images=1).config.batch_size)
+            if concepts:
+                images_dir, overrides = Path(concepts[0].images), {**(overrides or {}), **_own_subject(concepts)}
+            if images_dir is None:
+                raise ValueError("give the folder of your subject's photos (or a concepts file)")
+            config = self.resolve(presets, overrides, num_images=1).config
+            world.check_batch(config.batch_size)
+            checked = self._checked_concepts(list(concepts), config, lambda c: Path(c.images)) if len(concepts) > 1 else []
             if run.has_events():
                 raise ValueError(f"{run.path} already holds a run; use --resume to continue it or pick another folder")
             world.barrier()  # every process has checked the folder before the main one writes to it
             if world.is_main:
                 run.write_meta(RunMeta(run.run_id, LOCAL_USER, tuple(presets), dict(overrides or {}),
-                                       self.base_models.reference(source), images_dir=str(Path(images_dir).resolve())))
+                                       self.base_models.reference(source), images_dir=str(Path(images_dir).resolve()),
+                                       concepts=[c.to_dict() for c in checked]))
             world.barrier()
         log = EventLog(run.events_file if world.is_main else None)
         return self._train(LOCAL_USER, run, log, commands or RunCommands(), resume=resume, emit=emit, world=world)
@@ -141,7 +168,25 @@ class Studio:
         photos = Path(meta.images_dir) if meta.images_dir else self.photos.folder(user, meta.dataset_id)
         env = dataclasses.replace(self.training, device=device) if device else self.training
         return run_training(env, run, photos, log, commands, presets_dir=self.workspace.presets_dir(user),
-                            resume=resume, emit=emit, world=world)
+                            resume=resume, emit=emit, world=world,
+                            concept_photos=lambda c: Path(c.images) if c.images else self.photos.folder(user, c.dataset_id))
+
+    @staticmethod
+    def _checked_concepts(concepts: list[Concept], config, folder_of) -> list[Concept]:
+        """Concepts that can train together, each with photos; a ConceptError names the concept and the key."""
+        from studio.data.curate import list_dataset_files
+
+        check_concepts(concepts, config)
+        for index, concept in enumerate(concepts):
+            folder = folder_of(concept)
+            if not Path(folder).is_dir():
+                raise ConceptError(f"concept {index + 1} ({concept.identifier}): images = {folder} is not a folder; "
+                                   "give the folder that holds this subject's photos")
+            if not list_dataset_files(folder):
+                key = "images" if concept.images else "photo set"
+                raise ConceptError(f"concept {index + 1} ({concept.identifier}): {key} holds no photos; add 3-20 "
+                                   "photos of this subject")
+        return concepts
 
     def _submit(self, user: str, run: RunFolder, *, resume: bool) -> None:
         log = EventLog(run.events_file)
@@ -332,6 +377,43 @@ class Studio:
 
         refs = [self.drawable.ref(user, m) for m in model_ids]
         return compare(self._pipelines(), refs, list(prompts), settings, list(seeds))
+
+    def method_runs(self, user: str, run_id: str) -> list[str]:
+        """The user's finished runs of the same subject as `run_id` (same identifier and class noun, on the same base
+        model), the newest of each method, `run_id`'s own first: what "Compare methods" puts side by side."""
+        picked = self._run(user, run_id)
+        config, base = picked.train_config(), picked.read_meta().base_model
+        if config is None or not self.run_state(user, run_id).status == "finished":
+            raise ValueError(f"run {run_id} has not finished; compare methods once it has its output")
+        subject = (config.identifier.strip("<>").lower(), config.class_noun.lower())
+        found: dict[str, str] = {config.method: run_id}
+        for other in self.workspace.run_ids(user):  # newest first
+            other_config, folder = self._run(user, other).train_config(), self._run(user, other)
+            if (other_config is None or other_config.method in found or folder.read_meta().base_model != base
+                    or (other_config.identifier.strip("<>").lower(), other_config.class_noun.lower()) != subject
+                    or self.run_state(user, other).status != "finished"):
+                continue
+            found[other_config.method] = other
+        return list(found.values())
+
+    def compare_methods(self, user: str, run_id: str, settings, seeds: Sequence[int] = (0, 1)):
+        """The base model and each method's run of this subject (DreamBooth, LoRA, textual inversion...) side by
+        side on the subject's prompt, a new place and its class prompt (drift), in one grid."""
+        runs = self.method_runs(user, run_id)
+        config = self._run(user, run_id).train_config()
+        plain = dataclasses.replace(config, method="lora")  # the plain identifier: each model says its own token
+        subject = plain.resolved_instance_prompt
+        context = self.base_models.example_contexts(self._run(user, run_id).read_meta().base_model)[0]
+        prompts = [subject, f"{subject} {context}", plain.resolved_class_prompt]
+        from studio.inference.generate import compare
+
+        names = {"full": "DreamBooth (full)", "lora": "LoRA", "textual_inversion": "textual inversion",
+                 "pivotal": "pivotal tuning"}
+        refs = [self.drawable.ref(user, "base")]
+        for other in runs:
+            method = self._run(user, other).train_config().method
+            refs.append(dataclasses.replace(self.drawable.ref(user, f"run:{other}"), label=names.get(method, method)))
+        return compare(self._pipelines(), refs, prompts, settings, list(seeds))
 
     def inpaint(self, user: str, model_id: str, image, mask, settings, strength: float = 0.85, *, inpaint_base: str | None = None):
         """Repaint the mask with the subject; `inpaint_base` puts a trained LoRA on a dedicated inpainting model."""

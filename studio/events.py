@@ -70,6 +70,7 @@ class Step(Event):
     prior_loss: float = 0.0
     lr: float = 0.0
     seconds: float = 0.0
+    subject_losses: dict[str, float] = field(default_factory=dict)  # several subjects: identifier -> instance loss
 
 
 @dataclass(frozen=True)

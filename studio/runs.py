@@ -100,6 +100,8 @@ class RunMeta:
     crops: dict[str, list[float]] = field(default_factory=dict)
     name: str = ""  # what the user calls it; empty = derived from the settings
     created: float = field(default_factory=time.time)
+    # several subjects in one run (studio.concepts.Concept dicts, the run's own first); [] = the one subject above
+    concepts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +114,7 @@ class RunMeta:
         known["presets"] = tuple(known.get("presets") or ())
         known["overrides"] = dict(known.get("overrides") or {})
         known["crops"] = dict(known.get("crops") or {})
+        known["concepts"] = list(known.get("concepts") or [])
         return cls(**known)
 
 

@@ -91,6 +91,10 @@ class PhotoSets:
             shutil.copyfile(path, target)
         return dataset_id
 
+    def count(self, user: str, dataset_id: str) -> int:
+        """The files in a photo set that may be photos (the check says which are usable)."""
+        return sum(1 for p in list_dataset_files(self.folder(user, dataset_id)) if p.name != CROPS_FILE)
+
     def add_demo(self, user: str) -> str:
         """The built-in demo subject's training pictures (and their captions), as a new photo set."""
         return self.add(user, sorted(p for p in DEMO_DIR.iterdir() if p.suffix in {".png", ".txt"}))

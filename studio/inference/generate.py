@@ -70,7 +70,8 @@ def generate(cache: PipelineCache, ref: ModelRef, settings: DrawSettings) -> Dra
         pipe = cache.pipeline(ref, settings.scheduler)
         size = _size(pipe, settings)
         images = pipe(
-            [settings.prompt] * len(seeds), negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
+            [ref.spoken(settings.prompt)] * len(seeds),
+            negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
             num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size, width=size,
             generator=_generators(seeds),
         ).images
@@ -93,7 +94,7 @@ def compare(cache: PipelineCache, refs: list[ModelRef], prompts: list[str], sett
             pipe = cache.pipeline(ref, settings.scheduler)
             size = _size(pipe, settings)
             columns.append(pipe(
-                [p for p, _ in pairs], negative_prompt=[settings.negative_prompt] * len(pairs) if settings.negative_prompt else None,
+                [ref.spoken(p) for p, _ in pairs], negative_prompt=[settings.negative_prompt] * len(pairs) if settings.negative_prompt else None,
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size, width=size,
                 generator=_generators([s for _, s in pairs]),
             ).images)
@@ -141,7 +142,7 @@ def inpaint(cache: PipelineCache, ref: ModelRef, image: Image.Image, mask: Image
         size = _size(pipe, settings)
         source = region.crop(picture, box).resize((size, size), Image.Resampling.LANCZOS)
         drawn = pipe(
-            [settings.prompt] * len(seeds), image=source, mask_image=_model_mask(region.crop(alpha, box), size),
+            [ref.spoken(settings.prompt)] * len(seeds), image=source, mask_image=_model_mask(region.crop(alpha, box), size),
             strength=strength, num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size,
             width=size, generator=_generators(seeds),
         ).images

@@ -40,6 +40,15 @@ class ModelRef:
     full_model_dir: Path | None = None  # a finished full fine-tune (diffusers folder)
     unet_state_file: Path | None = None  # a full fine-tune checkpoint (trainable.safetensors)
     embeddings_file: Path | None = None  # a learned token (textual inversion; with lora_file, pivotal tuning)
+    token: str = ""  # that token ("<sks>"): prompts that name the plain identifier say it instead
+
+    def spoken(self, prompt: str) -> str:
+        """The prompt as this model is asked it: "sks" becomes "<sks>" for a learned token."""
+        if not self.token:
+            return prompt
+        from studio.models.embeddings import spell_token
+
+        return spell_token(prompt, self.token)
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ class DrawableModels:
             from studio.models.embeddings import is_embeddings_file
 
             if is_embeddings_file(path):
-                return ModelRef(f"file:{path}", path.stem, self.catalog.default, embeddings_file=path)
+                return ModelRef(f"file:{path}", path.stem, self.catalog.default, embeddings_file=path,
+                                token=_token_of(path))
             return ModelRef(f"file:{path}", path.stem, self.catalog.default, lora_file=path)
         step = ""
         if path.parent.name == CHECKPOINTS and parse_step(path.name) is not None:  # run/checkpoints/step-000100
@@ -120,7 +130,7 @@ def folder_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRe
     if (folder / EMBEDDINGS_FILE).exists():
         lora = folder / LORA_FILE
         return ModelRef(key, label, base, lora_file=lora if lora.exists() else None,
-                        embeddings_file=folder / EMBEDDINGS_FILE)
+                        embeddings_file=folder / EMBEDDINGS_FILE, token=_token_of(folder / EMBEDDINGS_FILE))
     if (folder / LORA_FILE).exists():
         return ModelRef(key, label, base, lora_file=folder / LORA_FILE)
     if (folder / FULL_MODEL_DIR).is_dir():
@@ -128,3 +138,9 @@ def folder_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRe
     if (folder / TRAINABLE_FILE).exists():
         return ModelRef(key, label, base, unet_state_file=folder / TRAINABLE_FILE)
     return None
+
+
+def _token_of(path: Path) -> str:
+    from studio.models.embeddings import embedding_token
+
+    return embedding_token(path)

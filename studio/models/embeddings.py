@@ -77,5 +77,23 @@ def load_into_pipeline(pipe, path: Path, token: str | None = None) -> str:
     return token
 
 
+def embedding_token(path: Path) -> str:
+    """The token a prompt uses for this embedding file (its recorded one, else A1111's: the file's name)."""
+    recorded, _ = read_embeddings(path)
+    return recorded or f"<{path.stem}>"
+
+
+def spell_token(prompt: str, token: str) -> str:
+    """A prompt that names the subject by its plain identifier ("a photo of sks star") says the learned token
+    ("<sks>") instead, so one prompt draws the same subject with every method's model (a compare grid of DreamBooth,
+    LoRA and textual inversion). A prompt that already says the token is left alone."""
+    import re
+
+    if token in prompt:
+        return prompt
+    word = re.escape(token.strip("<>"))
+    return re.sub(rf"(?<![\w<]){word}(?![\w>])", token, prompt)
+
+
 def _two_dims(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.unsqueeze(0) if tensor.ndim == 1 else tensor

@@ -208,6 +208,21 @@ def _usage(config) -> list[str]:
     return lines
 
 
+def _subjects(run: RunFolder, config) -> list[str]:
+    """A several-subject run's trigger phrases, one per subject (each drawn by its own)."""
+    from studio.concepts import Concept
+
+    concepts = [Concept.from_dict(c) for c in run.read_meta().concepts] if run.has_meta() else []
+    if len(concepts) < 2:
+        return []
+    lines = ["## Subjects", "", "| subject | trigger phrase | class prompt (prior preservation) |", "|---|---|---|"]
+    for concept in concepts:
+        seen = concept.settings(config)
+        prior = seen.resolved_class_prompt + ("" if seen.with_prior_preservation else " (off)")
+        lines.append(f"| {concept.label} | **{seen.resolved_instance_prompt}** | {prior} |")
+    return lines + [""]
+
+
 def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "") -> Path:
     """`scorecard`: the scorecard's markdown (studio.evaluation.scorecard), placed before the settings."""
     from studio.inference.grid import preview_grid
@@ -228,6 +243,7 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
         f"- Steps: {config.max_steps}, batch {config.batch_size}, learning rate {config.learning_rate:g}",
         f"- Training images: {resolved.num_images}", "",
     ]
+    lines += _subjects(run, config)
     lines += _usage(config)
     if grid is not None:
         lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]

@@ -14,6 +14,7 @@ reads `commands` once per step.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from studio.training.identifier import check_identifier
 from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
 from studio.training.previews import PreviewBudget, draw_base_previews, draw_previews
 from studio.training.prior import ensure_class_images
+from studio.training.subjects import Subject, layout, preview_prompts
 from studio.training.trainable import Trainable, param_groups, prepare_trainable
 
 
@@ -60,6 +62,12 @@ class TrainRequest:
     device: str | None = None
     components: Components | None = field(default=None, compare=False)  # reuse an already-loaded base
     world: World = SINGLE  # this process's share of a multi-process run (studio.training.distributed)
+    # several subjects in one run (studio.training.subjects), the first being `resolved` and `images`; () = just that
+    subjects: tuple[Subject, ...] = ()
+
+    @property
+    def all_subjects(self) -> tuple[Subject, ...]:
+        return self.subjects or (Subject(self.resolved.config, self.images),)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,19 @@ def loading_phase(source: ModelSource) -> Phase:
 
 
 @dataclass
+class _SubjectData:
+    """One subject's cached training data: its photos' latents and prompts, its class (None: no prior), and the
+    names of the samplers that deal its photos and its class images."""
+
+    subject: Subject
+    latents: LatentSource
+    prompts: list[str]
+    class_prompt: str | None
+    sampler: str
+    class_sampler: str
+
+
+@dataclass
 class _Run:
     """What the phases hand each other. Each phase fills its part: None means "that phase has not run yet"."""
 
@@ -133,10 +154,9 @@ class _Run:
     lr_scheduler: Any = None
     noise_scheduler: Any = None
     generator: torch.Generator | None = None
-    instance: LatentSource | None = None  # 4
-    classes: LatentSource | None = None
+    subjects: list[_SubjectData] = field(default_factory=list)  # 4
+    classes: dict[str, LatentSource] = field(default_factory=dict)  # class prompt -> its images' latents
     prompts: PromptSource | None = None
-    instance_prompts: list[str] = field(default_factory=list)
     samplers: dict[str, EpochSampler] = field(default_factory=dict)
     loop: ckpt.LoopState | None = None  # 5
     scoring: Any = None  # studio.evaluation.session.TrainingScorer, made with the loop state
@@ -153,6 +173,15 @@ class _Run:
     def world(self) -> World:
         return self.request.world
 
+    @property
+    def preview_config(self):
+        """With several subjects the previews show each subject and its class (a preset's preview prompts name one
+        subject, so they give way)."""
+        subjects = self.request.all_subjects
+        if len(subjects) == 1:
+            return self.config
+        return dataclasses.replace(self.config, preview_prompts=preview_prompts(subjects))
+
 
 def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutcome:
     run = _Run(request, emit, commands)
@@ -160,8 +189,12 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
     world.check_batch(request.resolved.config.batch_size)
     if world.is_main:
         request.run.path.mkdir(parents=True, exist_ok=True)
-        split = {"distributed": world.describe(request.resolved.config)} if world.distributed else {}
-        request.run.write_config(request.resolved.to_json(**split))
+        facts = {"distributed": world.describe(request.resolved.config)} if world.distributed else {}
+        if request.subjects:
+            facts["subjects"] = [{"identifier": s.identifier, "class_noun": s.config.class_noun, "photos": len(s.images),
+                                  "instance_prompt": s.config.resolved_instance_prompt, "class_prompt": s.class_prompt}
+                                 for s in request.subjects]
+        request.run.write_config(request.resolved.to_json(**facts))
     started_at = time.perf_counter()
     _load(run)  # 1
     class_paths = _class_images(run)  # 2
@@ -209,14 +242,19 @@ def _load(run: _Run) -> None:
     if notice:
         run.emit(Notice(message=notice))
     run.resolution = config.resolution or comps.native_resolution
-    report = check_identifier(comps.tokenizers[0], config.token, config.class_noun, config.resolved_instance_prompt)
-    if not report.ok:
-        raise TrainingError("; ".join(report.errors), "fix the instance prompt, identifier or class noun")
-    # a learned token is new to the vocabulary: the advice about rare and split words is for existing words
-    for warning in () if config.learns_token else report.warnings:
-        run.emit(Notice(message=warning + (f" (try: {', '.join(report.suggestions)})" if report.suggestions else "")))
-    if len(request.images) == 0:
-        raise TrainingError("no training images", "add 3-20 photos of your subject")
+    subjects = request.all_subjects
+    for subject in subjects:
+        seen = subject.config
+        report = check_identifier(comps.tokenizers[0], seen.token, seen.class_noun, seen.resolved_instance_prompt)
+        named = f"{seen.identifier}: " if len(subjects) > 1 else ""
+        if not report.ok:
+            raise TrainingError(named + "; ".join(report.errors), "fix the instance prompt, identifier or class noun")
+        # a learned token is new to the vocabulary: the advice about rare and split words is for existing words
+        for warning in () if config.learns_token else report.warnings:
+            run.emit(Notice(message=named + warning
+                            + (f" (try: {', '.join(report.suggestions)})" if report.suggestions else "")))
+        if len(subject.images) == 0:
+            raise TrainingError(f"{named}no training images", "add 3-20 photos of your subject")
     for module in [comps.vae, *comps.text_encoders]:
         module.to(run.device)
         if run.precision.frozen_dtype != torch.float32:
@@ -224,18 +262,23 @@ def _load(run: _Run) -> None:
     comps.unet.to(run.device)
 
 
-def _class_images(run: _Run) -> list[Path]:
-    """2. Class images for prior preservation, drawn by the untouched base model (cached across runs)."""
+def _class_images(run: _Run) -> dict[str, list[Path]]:
+    """2. Class images for prior preservation, drawn by the untouched base model (cached across runs): one set per
+    class prompt of the subjects that keep their class prior."""
     config = run.config
-    if not config.with_prior_preservation:
-        return []
-    run.emit(Phase(name="class_images", detail=config.resolved_class_prompt))
-    return ensure_class_images(
-        run.comps, cache_root=run.request.cache_root / CLASS_IMAGES_CACHE, class_prompt=config.resolved_class_prompt,
-        count=config.num_class_images, resolution=run.resolution, steps=config.class_image_steps,
-        guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=run.device, emit=run.emit,
-        should_stop=run.commands.should_stop, world=run.world,
-    )
+    found: dict[str, list[Path]] = {}
+    for subject in run.request.all_subjects:
+        prompt = subject.class_prompt
+        if prompt is None or prompt in found:
+            continue
+        run.emit(Phase(name="class_images", detail=prompt))
+        found[prompt] = ensure_class_images(
+            run.comps, cache_root=run.request.cache_root / CLASS_IMAGES_CACHE, class_prompt=prompt,
+            count=config.num_class_images, resolution=run.resolution, steps=config.class_image_steps,
+            guidance=config.class_image_guidance, batch_size=config.class_image_batch, device=run.device,
+            emit=run.emit, should_stop=run.commands.should_stop, world=run.world,
+        )
+    return found
 
 
 def _setup_optimisation(run: _Run) -> None:
@@ -262,24 +305,37 @@ def _setup_optimisation(run: _Run) -> None:
     torch.manual_seed(config.seed)
 
 
-def _cache(run: _Run, class_paths: list[Path]) -> None:
-    """4. Latents of every image and (frozen) prompt embeddings, computed once."""
+def _cache(run: _Run, class_paths: dict[str, list[Path]]) -> None:
+    """4. Latents of every image and (frozen) prompt embeddings, computed once.
+
+    The first subject's samplers are "instance" and "class" (as a one-subject run's, so its checkpoints read the
+    same); the others' are numbered."""
     from PIL import Image
 
-    config, images = run.config, run.request.images
-    run.emit(Phase(name="caching", detail=f"{len(images)} images, {len(class_paths)} class images"))
+    config, subjects = run.config, run.request.all_subjects
+    photos = sum(len(s.images) for s in subjects)
+    run.emit(Phase(name="caching", detail=f"{photos} images, {sum(map(len, class_paths.values()))} class images"))
     common = dict(cache=config.cache_latents, flip=config.random_flip, device=run.device, dtype=run.precision.frozen_dtype)
-    run.instance = LatentSource(run.comps, image_tensor([i.image for i in images], run.resolution), **common)
-    run.instance_prompts = [_spelled_out(config, config.prompt(i.caption) if i.caption else config.resolved_instance_prompt)
-                            for i in images]
-    if class_paths:
-        pictures = [Image.open(p).convert("RGB") for p in class_paths]
-        run.classes = LatentSource(run.comps, image_tensor(pictures, run.resolution), **common)
-    run.prompts = PromptSource(run.comps, run.instance_prompts + [config.resolved_class_prompt], run.resolution,
+    class_samplers: dict[str, str] = {}
+    for index, (prompt, paths) in enumerate(class_paths.items()):
+        pictures = [Image.open(p).convert("RGB") for p in paths]
+        run.classes[prompt] = LatentSource(run.comps, image_tensor(pictures, run.resolution), **common)
+        class_samplers[prompt] = "class" if index == 0 else f"class:{index}"
+    all_prompts: list[str] = []
+    for index, subject in enumerate(subjects):
+        seen = subject.config
+        latents = LatentSource(run.comps, image_tensor([i.image for i in subject.images], run.resolution), **common)
+        prompts = [_spelled_out(seen, seen.prompt(i.caption) if i.caption else seen.resolved_instance_prompt)
+                   for i in subject.images]
+        data = _SubjectData(subject, latents, prompts, subject.class_prompt,
+                            "instance" if index == 0 else f"instance:{index}", class_samplers.get(subject.class_prompt, ""))
+        run.subjects.append(data)
+        run.samplers[data.sampler] = EpochSampler(latents.count, run.generator)
+        all_prompts += prompts + ([data.class_prompt] if data.class_prompt else [])
+    for prompt, name in class_samplers.items():
+        run.samplers[name] = EpochSampler(run.classes[prompt].count, run.generator)
+    run.prompts = PromptSource(run.comps, all_prompts or [config.resolved_class_prompt], run.resolution,
                                frozen=not config.trains_text_encoder)
-    run.samplers = {"instance": EpochSampler(run.instance.count, run.generator)}
-    if run.classes is not None:
-        run.samplers["class"] = EpochSampler(run.classes.count, run.generator)
 
 
 def _spelled_out(config, prompt: str) -> str:
@@ -323,7 +379,7 @@ def _scoring(run: _Run):
 
 
 def _preview(run: _Run, step: int) -> None:
-    event = draw_previews(run.comps, run.config, run=run.folder, step=step, resolution=run.resolution,
+    event = draw_previews(run.comps, run.preview_config, run=run.folder, step=step, resolution=run.resolution,
                           device=run.device, autocast=run.precision.autocast)
     run.emit(event)
     run.scoring.saw_preview(event)  # the scorecard reuses these pictures when it scores this step
@@ -367,14 +423,14 @@ def _loop(run: _Run) -> RunOutcome | None:
     config, loop = run.config, run.loop
     run.emit(Phase(name="training", detail=f"{config.max_steps} steps"))
     if loop.step == 0 and config.preview_every and run.world.is_main:  # the untouched model: the "before" of drift
-        run.emit(draw_base_previews(run.comps, config, run=run.folder, resolution=run.resolution,
+        run.emit(draw_base_previews(run.comps, run.preview_config, run=run.folder, resolution=run.resolution,
                                     cache_root=run.request.cache_root / BASE_PREVIEWS_CACHE,
                                     device=run.device, autocast=run.precision.autocast))
     if loop.step == 0 and run.scoring is not None:
         run.scoring.score_base()
     run.trainable.train()
     scaler = run.precision.grad_scaler()
-    budget = PreviewBudget(config, config.batch_size * (2 if run.classes is not None else 1))
+    budget = PreviewBudget(run.preview_config, config.batch_size * (2 if run.classes else 1))
     while loop.step < config.max_steps:
         if run.commands.should_pause():
             run.commands.wait_while_paused()
@@ -383,14 +439,18 @@ def _loop(run: _Run) -> RunOutcome | None:
             run.emit(Cancelled(step=loop.step, checkpoint=run.folder.relative(folder) if folder else ""))
             return RunOutcome(RunStatus.CANCELLED, loop.step)
         tic = time.perf_counter()
-        values = sum((_micro_step(run, scaler) for _ in range(config.gradient_accumulation)), torch.zeros(3))
+        accumulation = config.gradient_accumulation
+        values = sum((_micro_step(run, scaler, loop.step * accumulation + i) for i in range(accumulation)),
+                     torch.zeros(3 + 2 * len(run.subjects)))
         run.world.average_([values, *(p.grad for p in _parameters(run.optimizer) if p.grad is not None)])
-        if not _apply_update(run, scaler, values):
+        if not _apply_update(run, scaler, values[:3]):
             continue
-        loss, instance_loss, prior_loss = values.tolist()  # one host sync per step: the numbers are displayed
+        numbers = values.tolist()  # one host sync per step: the numbers are displayed
+        loss, instance_loss, prior_loss = numbers[:3]
         seconds = time.perf_counter() - tic
         run.emit(Step(step=loop.step, max_steps=config.max_steps, loss=loss, instance_loss=instance_loss,
-                      prior_loss=prior_loss, lr=run.lr_scheduler.get_last_lr()[0], seconds=seconds))
+                      prior_loss=prior_loss, lr=run.lr_scheduler.get_last_lr()[0], seconds=seconds,
+                      subject_losses=_subject_losses(run, numbers[3:])))
         budget.saw_step(seconds)
         _maybe_preview(run, budget)
         if config.checkpoint_every and loop.step % config.checkpoint_every == 0 and loop.step < config.max_steps:
@@ -399,27 +459,38 @@ def _loop(run: _Run) -> RunOutcome | None:
     return None
 
 
-def _micro_step(run: _Run, scaler) -> torch.Tensor:
-    """One forward/backward on [instance batch, class batch]; returns (total, instance, prior) loss, detached.
+def _micro_step(run: _Run, scaler, micro_batch: int) -> torch.Tensor:
+    """One forward/backward on [instance rows, class rows]; returns (total, instance, prior) loss, then each
+    subject's (instance loss sum, rows), detached.
 
     The global batch is drawn whole (the same on every process: same RNG draws whatever the process count), then
     each process keeps its rows of it."""
     config, batch = run.config, run.config.batch_size
-    index = run.samplers["instance"].take(batch)
-    latents = [run.instance.sample(index, run.generator)]
-    prompts = [run.instance_prompts[i] for i in index.tolist()]
-    if run.classes is not None:
-        latents.append(run.classes.sample(run.samplers["class"].take(batch), run.generator))
-        prompts += [config.resolved_class_prompt] * batch
-    latents = torch.cat(latents).to(run.device)
+    plan = layout(micro_batch, batch, [d.subject for d in run.subjects])
+    rows: list[torch.Tensor | None] = [None] * batch
+    prompts: list[str] = [""] * batch
+    for index, data in enumerate(run.subjects):  # each subject's photos for its rows, drawn from its own sampler
+        owned = [row for row, owner in enumerate(plan.owners) if owner == index]
+        if owned:
+            picks = run.samplers[data.sampler].take(len(owned))
+            for row, latent, pick in zip(owned, data.latents.sample(picks, run.generator), picks.tolist()):
+                rows[row], prompts[row] = latent, data.prompts[pick]
+    for index, data in enumerate(run.subjects):  # then its class images, one per row it owns, in `plan.pairs` order
+        owned = [row for row, owner in enumerate(plan.owners) if owner == index]
+        if owned and data.class_prompt is not None:
+            picks = run.samplers[data.class_sampler].take(len(owned))
+            rows += list(run.classes[data.class_prompt].sample(picks, run.generator))
+            prompts += [data.class_prompt] * len(owned)
+    latents = torch.stack(rows).to(run.device)
     noise = sample_noise(latents.cpu(), config.offset_noise, run.generator).to(run.device)
     timesteps = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=run.generator).to(run.device)
+    mine = list(range(batch))
     if run.world.distributed:
-        rows = run.world.rows(batch, parts=2 if run.classes is not None else 1)
-        latents, noise, timesteps = latents[rows], noise[rows], timesteps[rows]
-        prompts = [prompts[i] for i in rows]
-        batch = run.world.per_process(batch)
+        mine = run.world.rows(batch, parts=1)
+        keep = plan.mine(mine)
+        latents, noise, timesteps = latents[keep], noise[keep], timesteps[keep]
+        prompts = [prompts[i] for i in keep]
     noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
     with run.precision.autocast():
         pred = run.comps.unet(noisy, timesteps, **run.prompts.batch(prompts)).sample
@@ -428,9 +499,23 @@ def _micro_step(run: _Run, scaler) -> torch.Tensor:
     if config.snr_gamma > 0:
         weights = min_snr_weights(run.noise_scheduler.alphas_cumprod, timesteps, config.snr_gamma,
                                   run.noise_scheduler.config.prediction_type)
-    parts = dreambooth_loss(pred, target, num_instance=batch, prior_weight=config.prior_loss_weight, sample_weights=weights)
+    parts = dreambooth_loss(pred, target, num_instance=len(mine), prior_weight=config.prior_loss_weight,
+                            sample_weights=weights)
     scaler.scale(parts.total / config.gradient_accumulation).backward()
-    return torch.stack([parts.total, parts.instance, parts.prior]).detach().float().cpu() / config.gradient_accumulation
+    per_subject = torch.zeros(2 * len(run.subjects))
+    for loss, row in zip(parts.per_instance.detach().float().cpu(), mine):
+        per_subject[2 * plan.owners[row]] += loss
+        per_subject[2 * plan.owners[row] + 1] += 1
+    totals = torch.stack([parts.total, parts.instance, parts.prior]).detach().float().cpu()
+    return torch.cat([totals, per_subject]) / config.gradient_accumulation
+
+
+def _subject_losses(run: _Run, sums_and_rows: list[float]) -> dict[str, float]:
+    """Each subject's instance loss this step (several subjects only; a subject with no rows this step is left out)."""
+    if len(run.subjects) < 2:
+        return {}
+    pairs = zip(sums_and_rows[::2], sums_and_rows[1::2])
+    return {d.subject.identifier: total / rows for d, (total, rows) in zip(run.subjects, pairs) if rows > 0}
 
 
 def _parameters(optimizer) -> list[torch.Tensor]:

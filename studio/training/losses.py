@@ -19,6 +19,7 @@ class LossParts:
     total: torch.Tensor
     instance: torch.Tensor
     prior: torch.Tensor  # zero when prior preservation is off
+    per_instance: torch.Tensor  # each instance row's (weighted) loss: the loss of each subject of the batch
 
 
 def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -69,5 +70,5 @@ def dreambooth_loss(
     instance = per_sample[:num_instance].mean()
     if per_sample.shape[0] > num_instance:
         prior = per_sample[num_instance:].mean()
-        return LossParts(instance + prior_weight * prior, instance, prior)
-    return LossParts(instance, instance, torch.zeros_like(instance))
+        return LossParts(instance + prior_weight * prior, instance, prior, per_sample[:num_instance])
+    return LossParts(instance, instance, torch.zeros_like(instance), per_sample[:num_instance])

@@ -89,6 +89,10 @@ def build(ctx: Ctx) -> RunsTab:
                 use = gr.Button("Use it", scale=1, min_width=80, elem_id="runs-use")
             files_md = gr.Markdown("", elem_id="runs-downloads-help")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="runs-downloads")
+            methods = gr.Button("Compare methods for this subject", elem_id="runs-compare-methods")
+            methods_grid = gr.Image(None, label="The base model and each method's run of this subject (finished runs "
+                                    "with the same identifier and class), on its prompt, a new place and its class",
+                                    type="pil", interactive=False, elem_id="runs-methods-grid")
     details = [settings_md, plot, previews, downloads, files_md, name, keep]
     tab = RunsTab(ctx, table, picker, details)
 
@@ -120,7 +124,18 @@ def build(ctx: Ctx) -> RunsTab:
         gr.Info("the last step's files are the output" if choice == "last" else f"step {choice}'s files are the output")
         return tab.show(browser_id, run_id, request)
 
+    def compare_methods(browser_id, run_id, request: gr.Request):
+        from studio.inference.generate import DrawSettings
+
+        if not run_id:
+            raise ValueError("pick a finished run first")
+        result = studio.compare_methods(ctx.user(browser_id, request), run_id, DrawSettings("x", steps=25))
+        gr.Info(f"{len(result.images)} pictures in {result.seconds:.0f} s; train the same subject with another "
+                "method to add a column")
+        return result.grid
+
     tab.refresh_on(refresh.click, "runs_list")
+    on(methods.click, compare_methods, [ctx.browser, picker], methods_grid, api_name="runs_compare_methods")
     on(use.click, use_output, [ctx.browser, picker, keep], details, api_name="runs_use_checkpoint")
     on(picker.input, tab.show, [ctx.browser, picker], details, api_name="runs_show")
     on(delete.click, ask, [ctx.browser, picker], [confirm, question], api_name="runs_ask_delete")

@@ -13,10 +13,11 @@ from typing import Any
 
 import gradio as gr
 
+from studio.concepts import Concept
 from studio.ui import views
 from studio.ui.kit import Ctx, on, preview_images, skips, then
 
-METHODS = ["LoRA", "Full fine-tune"]
+METHODS = ["LoRA", "Full fine-tune", "Textual inversion", "Pivotal (token + LoRA)"]
 SUBJECT_TYPES = ["object", "face", "style"]
 CONTROLS = ("pause", "resume", "stop", "sample", "use")  # the run's buttons, greyed out when they cannot act
 # Each tick is one event through Gradio's queue, and the page spends about 0.28 s of CPU on one, whatever it carries
@@ -76,6 +77,7 @@ class TrainTab:
     keep: gr.Dropdown  # which checkpoint "Use this checkpoint" makes the run's output
     config_md: gr.Markdown
     id_report: gr.Markdown
+    more: dict[str, Any]  # "More subjects": photos, identifier, class_noun, add, clear, table, and their list (state)
     run: gr.State = field(default_factory=lambda: gr.State(None))
     timer: gr.Timer = field(default_factory=lambda: gr.Timer(POLL_EVERY_S, active=False))
 
@@ -186,14 +188,35 @@ class TrainTab:
             return skips(len(SETTING_NAMES))
         return tuple(saved.get(name, gr.skip()) for name in SETTING_NAMES)
 
+    # -- more subjects in the run ---------------------------------------------------------
+    def add_subject(self, browser_id, files, identifier, class_noun, listed, request: gr.Request):
+        """Another subject for the next run: its photos become a photo set of their own, named by its identifier."""
+        identifier, class_noun, listed = (identifier or "").strip(), (class_noun or "").strip(), list(listed or [])
+        if not files:
+            raise ValueError("add the other subject's photos first (3-20 of them)")
+        if not identifier or not class_noun:
+            raise ValueError("give the other subject its own identifier (a rare word such as zwx) and its class noun")
+        if any(s["identifier"].lower() == identifier.lower() for s in listed):
+            raise ValueError(f"a subject called {identifier!r} is already in the list; give each its own identifier")
+        if self.ctx.shared and len(files) > self.ctx.max_upload_files:
+            raise ValueError(f"at most {self.ctx.max_upload_files} files per upload here; zip them or send fewer")
+        user = self.ctx.user(browser_id, request)
+        dataset_id = self.studio.photos.add(user, [getattr(f, "name", f) for f in files])
+        listed.append({"dataset_id": dataset_id, "identifier": identifier, "class_noun": class_noun,
+                       "photos": self.studio.photos.count(user, dataset_id)})
+        return listed, views.subjects_markdown(listed), None, ""
+
     # -- the run -------------------------------------------------------------------------
     def start(self, request: gr.Request, browser_id, dataset_id, count, *args):
         if not dataset_id:
             raise ValueError("no photos yet: upload some in the Curate tab first")
         user = self.ctx.user(browser_id, request)
+        *args, listed = args
         values = self.values(args)
         presets, overrides = self.settings(user, values)
-        run_id = self.studio.start_training(user, dataset_id, presets, overrides, name=values["run_name"] or "")
+        more = [Concept(s["identifier"], s["class_noun"], dataset_id=s["dataset_id"]) for s in listed or []]
+        run_id = self.studio.start_training(user, dataset_id, presets, overrides, name=values["run_name"] or "",
+                                            more_subjects=more)
         gr.Info(f"run {run_id} queued")
         return {"run_id": run_id, "cursor": 0}, gr.Timer(active=True), [], None, gr.Dropdown(choices=[], value=None)
 
@@ -287,7 +310,14 @@ class TrainTab:
            api_name="train_explain", trigger_mode="always_last", show_progress="hidden")
         gr.on([c.change for c in self.setting_inputs], lambda *a: dict(zip(SETTING_NAMES, a)), self.setting_inputs,
               self.ctx.train_settings, api_name=False, trigger_mode="always_last", show_progress="hidden")
-        on(self.buttons["start"].click, self.start, [ctx.browser, ctx.dataset, ctx.photo_count, *self.setting_inputs],
+        more = self.more
+        on(more["add"].click, self.add_subject,
+           [ctx.browser, more["photos"], more["identifier"], more["class_noun"], more["list"]],
+           [more["list"], more["table"], more["photos"], more["identifier"]], api_name="train_add_subject")
+        on(more["clear"].click, lambda: ([], views.subjects_markdown([])), None, [more["list"], more["table"]],
+           api_name="train_clear_subjects")
+        on(self.buttons["start"].click, self.start,
+           [ctx.browser, ctx.dataset, ctx.photo_count, *self.setting_inputs, more["list"]],
            [self.run, self.timer, self.previews, self.plot, self.keep], api_name="train_start").then(
             lambda v: (v or 0) + 1, ctx.runs_version, ctx.runs_version, api_name=False)  # lists show the new run
         on(self.timer.tick, self.poll, [ctx.browser, self.run, ctx.runs_version], self.live_outputs, api_name="train_poll",
@@ -317,6 +347,7 @@ def build(ctx: Ctx) -> TrainTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             fields = _settings_panel(studio, first)
+            more = _more_subjects_panel()
             id_report = gr.Markdown("", elem_id="identifier-report")
             config_md = gr.Markdown(elem_id="resolved-config")
         with gr.Column(scale=2, min_width=300):
@@ -340,7 +371,7 @@ def build(ctx: Ctx) -> TrainTab:
             previews = gr.Gallery(label="Previews (the class prompt shows drift)", columns=4, height="auto",
                                   object_fit="contain", elem_id="preview-gallery")
     tab = TrainTab(ctx, fields, buttons, status, progress, class_progress, plot, scores, previews, keep, config_md,
-                   id_report)
+                   id_report, more)
     tab.wire()
     return tab
 
@@ -350,7 +381,8 @@ def _settings_panel(studio, first) -> dict[str, Any]:
     with gr.Row():
         fields["subject_type"] = gr.Radio(SUBJECT_TYPES, value="object", label="Subject type", elem_id="train-subject")
         fields["method"] = gr.Radio(METHODS, value="LoRA", label="Method", elem_id="train-method",
-                                    info="LoRA: small file, little memory. Full: best likeness, needs a big GPU.")
+                                    info="LoRA: small file, little memory. Full: best likeness, needs a big GPU. "
+                                         "Textual inversion: a new word only, a file of kilobytes. Pivotal: both.")
     fields["preset"] = gr.Dropdown(sorted(studio.presets()), value="object-lora", label="Preset",
                                    info="follows the subject type and method; the demo has its own", elem_id="train-preset")
     with gr.Row():
@@ -368,3 +400,22 @@ def _settings_panel(studio, first) -> dict[str, Any]:
                                      info="any other setting of studio/config.py, e.g. class_image_steps",
                                      placeholder="preview_seeds = [0, 1]\nclass_image_steps = 20")
     return {name: fields[name] for name in SETTING_NAMES}
+
+
+def _more_subjects_panel() -> dict[str, Any]:
+    """Several subjects in one run ("my two dogs"): each added subject brings its photos, identifier and class noun;
+    Start teaches them all beside the Curate tab's subject, each with its own class prior."""
+    more: dict[str, Any] = {"list": gr.State([])}
+    with gr.Accordion("More subjects in this run (optional)", open=False, elem_id="more-subjects"):
+        more["photos"] = gr.File(file_count="multiple", file_types=["image"], label="Photos of another subject",
+                                 elem_id="more-photos")
+        with gr.Row():
+            more["identifier"] = gr.Textbox("", label="Its identifier", placeholder="zwx", min_width=100,
+                                            elem_id="more-identifier")
+            more["class_noun"] = gr.Textbox("", label="Its class noun", placeholder="cat", min_width=100,
+                                            elem_id="more-class-noun")
+        with gr.Row():
+            more["add"] = gr.Button("Add this subject", elem_id="more-add", min_width=120)
+            more["clear"] = gr.Button("Remove them all", elem_id="more-clear", min_width=120)
+        more["table"] = gr.Markdown(views.subjects_markdown([]), elem_id="more-table")
+    return more

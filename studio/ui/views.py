@@ -44,6 +44,11 @@ def loss_frame(events: Iterable[Any], weight: float = 0.6) -> pd.DataFrame:
             continue
         for s, value in zip(steps, smooth([getattr(s, attr) for s in steps], weight)):
             rows.append({"step": int(s.step), "loss": round(value, 6), "series": series})
+    # several subjects: each one's instance loss, over the steps that showed it (with batch 1 they take turns)
+    for subject in dict.fromkeys(k for s in steps for k in getattr(s, "subject_losses", {}) or {}):
+        shown = [s for s in steps if subject in s.subject_losses]
+        for s, value in zip(shown, smooth([s.subject_losses[subject] for s in shown], weight)):
+            rows.append({"step": int(s.step), "loss": round(value, 6), "series": f"subject {subject}"})
     frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
     return frame.astype({"step": "int64", "loss": "float64", "series": "str"})  # typed even when empty: the plot's axes
 
@@ -308,10 +313,22 @@ def curation_markdown(report: Any) -> str:
     return "\n".join(lines)
 
 
+def subjects_markdown(listed: Sequence[dict[str, Any]]) -> str:
+    """The other subjects the next run will teach beside the Curate tab's, one row each."""
+    if not listed:
+        return "Only the Curate tab's subject. Add another to teach several in one run (each keeps its own class)."
+    rows = [f"| `{s['identifier']}` | {s['class_noun']} | {s['photos']} |" for s in listed]
+    return "\n".join(["The next run also teaches:", "", "| identifier | class | photos |", "|---|---|---|", *rows])
+
+
 # -- configuration --------------------------------------------------------------------
 def method_of(method: str) -> str:
     """The Method radio's label as the config's word."""
-    return "full" if str(method).lower().startswith("full") else "lora"
+    label = str(method).lower()
+    for start, word in (("full", "full"), ("textual", "textual_inversion"), ("pivotal", "pivotal")):
+        if label.startswith(start):
+            return word
+    return "lora"
 
 
 def preset_for_method(current: str, method: str, available: Iterable[str]) -> str | None:

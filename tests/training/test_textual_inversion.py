@@ -97,3 +97,27 @@ def test_token_settings_are_checked_with_the_fix_named():
         resolve_config([], {"num_vectors": 3, "class_noun": "dog"})
     config = resolve_config([], {"method": "pivotal", "class_noun": "dog"}).config
     assert config.resolved_instance_prompt == "a photo of <sks> dog"  # prompts name the new token
+
+
+def test_compare_methods_puts_each_methods_run_of_the_subject_side_by_side(tmp_path, tiny_sd, photos):
+    """Runs tab's "Compare methods": the base model and the newest finished run of each method for the same
+    subject, one prompt for all (the plain identifier becomes a learned token's "<sks>")."""
+    from studio.inference.models import ModelRef
+
+    studio = Studio(tmp_path / "home", base_model=str(tiny_sd))
+    settings = {**SETTINGS, "checkpoint_every": 0, "max_steps": 2, "num_vectors": 1, "preview_every": 0}
+    for method in ("lora", "textual_inversion"):
+        dataset = studio.photos.add("local", sorted(photos.iterdir()))
+        studio.start_training("local", dataset, ["object-lora"], {**settings, "method": method})
+        assert studio.jobs.wait_idle(timeout=300)
+    studio.start_training("local", dataset, ["object-lora"], {**settings, "class_noun": "cat"})
+    assert studio.jobs.wait_idle(timeout=300)  # another subject: not compared
+    ti_run = studio.runs("local")[1].run_id
+    assert len(studio.method_runs("local", ti_run)) == 2
+    result = studio.compare_methods("local", ti_run, DrawSettings("x", steps=2), seeds=[0])
+    assert [label.split(" | ")[0] for label in result.labels[:3]] == ["base model", "textual inversion", "LoRA"]
+    assert len(result.images) == 3 * 3  # three models across, the subject / a new place / its class down
+    base, learned = result.images[0], result.images[1]
+    assert list(base.getdata()) != list(learned.getdata())  # "sks" was asked as the learned "<sks>"
+    assert ModelRef("k", "l", None, token="<sks>").spoken("a photo of sks dog, sks!") == "a photo of <sks> dog, <sks>!"
+    assert ModelRef("k", "l", None, token="<sks>").spoken("a photo of <sks> dog") == "a photo of <sks> dog"

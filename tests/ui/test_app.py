@@ -225,3 +225,30 @@ def test_each_adapter_trains_from_the_train_tab(local_app, tmp_path, adapter):
     assert studio.run_config("local", run.run_id)["config"]["adapter"] == adapter
     labels = " ".join(d.label for d in studio.downloads("local", run.run_id))
     assert "A1111 / ComfyUI" in labels and (("load_lora_weights" in labels) == (adapter in ("locon", "dora")))
+
+
+def test_two_subjects_train_together_from_the_train_tab(local_app, tmp_path):
+    """More subjects: the second subject's photos, identifier and class noun join the run; both are taught and their
+    losses drawn; a clash is refused with a warning before anything runs."""
+    studio, url = local_app
+    c = client(url)
+    c.predict("", [handle_file(str(p)) for p in make_photos(tmp_path / "rex")[:3]], "object", 32, api_name="/curate_upload")
+    other = [handle_file(str(p)) for p in make_photos(tmp_path / "tom")[:2]]
+    with pytest.raises(Exception, match="own identifier"):
+        c.predict("", other, "", "cat", api_name="/train_add_subject")
+    table, _, _ = c.predict("", other, "zwx", "cat", api_name="/train_add_subject")  # the list is session state
+    assert "| `zwx` | cat | 2 |" in table
+    with pytest.raises(Exception, match="already in the list"):
+        c.predict("", other, "zwx", "cat", api_name="/train_add_subject")
+    before = len(studio.runs("local"))
+    c.predict("", *train_args(max_steps=4, batch_size=2, preview_every=4), api_name="/train_start")
+    seen = poll_until(c, lambda s: s.get("plot") and "finished" in str(s.get("status", "")))
+    assert len(studio.runs("local")) == before + 1
+    run_id = studio.runs("local")[0].run_id
+    steps = [e for e in studio.events("local", run_id)[0] if e.kind == "step"]
+    assert steps and all(set(s.subject_losses) == {"sks", "zwx"} for s in steps)
+    plot = seen["plot"]
+    frame = str(plot["value"] if isinstance(plot, dict) and "value" in plot else plot)
+    assert "subject zwx" in frame and "subject sks" in frame  # each subject's loss is drawn
+    config = studio.run_config("local", run_id)
+    assert [s["identifier"] for s in config["subjects"]] == ["sks", "zwx"]

@@ -27,6 +27,15 @@ def test_loss_frame_has_smoothed_series_and_types():
     assert empty.empty and str(empty["loss"].dtype) == "float64"
 
 
+def test_loss_frame_draws_each_subject_of_a_several_subject_run():
+    turns = [Step(step=i, loss=1.0, instance_loss=1.0, subject_losses={("sks" if i % 2 else "zwx"): 0.1 * i})
+             for i in range(1, 5)]  # batch 1: the subjects take turns
+    frame = views.loss_frame(turns)
+    assert frame[frame.series == "subject sks"]["step"].tolist() == [1, 3]
+    assert frame[frame.series == "subject zwx"]["step"].tolist() == [2, 4]
+    assert not any(name.startswith("subject") for name in views.loss_frame(steps())["series"])
+
+
 def test_smooth_follows_a_step_change():
     out = views.smooth([0.0, 0.0, 1.0, 1.0, 1.0], 0.5)
     assert out[0] == 0 and 0 < out[2] < out[3] < out[4] < 1
@@ -90,6 +99,9 @@ def test_presets_identifiers_prompts_seeds_users():
     names = ["face-lora", "face-full", "style-lora"]
     assert views.preset_name("face", "Full fine-tune", names) == ("face-full", {})
     assert views.preset_name("style", "Full fine-tune", names) == ("style-lora", {"method": "full"})
+    # the token methods run on the subject type's LoRA preset, the method set on top
+    assert views.preset_name("face", "Textual inversion", names) == ("face-lora", {"method": "textual_inversion"})
+    assert views.preset_name("object", "Pivotal (token + LoRA)", names) == ("object-lora", {"method": "pivotal"})
     report = SimpleNamespace(tokens=("sks</w>",), errors=(), warnings=("rare",), suggestions=("zwx",))
     assert "`zwx`" in views.identifier_markdown(report) and "⚠ rare" in views.identifier_markdown(report)
     assert views.parse_lines(" a \n\n b ") == ["a", "b"] and views.parse_seeds("0, 1 2") == [0, 1, 2]
