@@ -12,6 +12,7 @@ class ProgressPrinter:
         self.json_lines = json_lines
         self.bar: tqdm | None = None
         self.class_bar: tqdm | None = None
+        self.subject_losses: dict[str, float] = {}  # several subjects: each one's latest loss
 
     def __call__(self, event) -> None:
         if self.json_lines:
@@ -27,8 +28,9 @@ class ProgressPrinter:
             self.bar = tqdm(total=event.max_steps, initial=event.resumed_from, desc="training", unit="step", file=sys.stderr)
         elif kind == "step" and self.bar is not None:
             self.bar.update(event.step - self.bar.n)
+            self.subject_losses.update(event.subject_losses or {})  # with batch 1 the subjects take turns: keep each
             self.bar.set_postfix(loss=f"{event.loss:.4f}", prior=f"{event.prior_loss:.4f}",
-                                 **{k: f"{v:.4f}" for k, v in (event.subject_losses or {}).items()})
+                                 **{k: f"{v:.4f}" for k, v in self.subject_losses.items()})
         elif kind in ("notice", "failed", "phase", "checkpoint", "preview", "finished", "cancelled"):
             text = {
                 "notice": lambda e: f"note: {e.message}",

@@ -57,6 +57,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "preview_budget": (0.01, 1.0),
     "preview_guidance": (1.0, 30.0),
     "checkpoint_every": (0, 100_000),
+    "detail_steps": (1, 100_000),
+    "detail_learning_rate": (1e-8, 1e-2),
+    "detail_keep_weight": (0.0, 100.0),
     "keep_checkpoints": (1, 100),
     "max_bad_steps": (1, 1_000),
     "seed": (0, 2**31 - 1),
@@ -135,6 +138,13 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5
     seed: int = 0
+    # The detail stage (DreamBooth's second stage, on latent diffusion: studio.training.detail): after training, the
+    # VAE decoder is fine-tuned on the subject's photos, class images holding its other pictures as they were.
+    # Exported as output/vae (or inside a full fine-tune's model/) and used by Generate. Off: measured in the README.
+    detail_stage: bool = False
+    detail_steps: int = 300
+    detail_learning_rate: float = 5e-5
+    detail_keep_weight: float = 1.0  # the class images' pull towards the untouched decoder (its prior preservation)
     # Outputs.
     save_single_file: bool = False
     # The scorecard: subject fidelity, prompt fidelity and drift of every checkpoint, and the one to keep.

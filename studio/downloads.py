@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.runs import FULL_MODEL_DIR, LORA_FILE, RunFolder
+from studio.runs import DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE, RunFolder
 
 DOWNLOADS = "downloads"  # <run>/downloads/: files made for download (the zipped model folder)
 MODEL_CARD = "README.md"
@@ -33,18 +33,27 @@ class Download:
 DIFFUSERS_READS = ("lora", "locon", "dora")
 
 
-def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora") -> list[Download]:
-    """The run's outputs as downloads, most useful first; [] before the run has finished."""
+def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: str = "") -> list[Download]:
+    """The run's outputs as downloads, most useful first; [] before the run has finished. `token`: a learned
+    token's ("<sks>"), whose A1111 embedding is `sks.safetensors`."""
     out = run.output
     if not out.is_dir():
         return []
     found: list[Download] = []
+    a1111_embedding = f"{token.strip('<>')}.safetensors" if token else ""
+    if (out / EMBEDDINGS_FILE).is_file():
+        found.append(Download(out / EMBEDDINGS_FILE, f"embedding for diffusers: `pipe.load_textual_inversion(...)`, "
+                                                     f"then write {token or 'its token'} in the prompt"))
     if (out / LORA_FILE).is_file():
         found.append(Download(out / LORA_FILE, "LoRA for diffusers: `pipe.load_lora_weights(...)`" if adapter in
                               DIFFUSERS_READS else f"{adapter} weights for DreamBooth Studio (diffusers cannot load "
                               f"{adapter}; use the kohya file in A1111 / ComfyUI)"))
     for path in sorted(out.glob("*.safetensors")):
-        if path.name == LORA_FILE:
+        if path.name in (LORA_FILE, EMBEDDINGS_FILE):
+            continue
+        if path.name == a1111_embedding:
+            found.append(Download(path, f"embedding for A1111 / ComfyUI: put it in `embeddings`, then write "
+                                        f"`{path.stem}` in the prompt"))
             continue
         if path.stem.endswith("-kohya"):
             found.append(Download(path, f"{'LoRA' if adapter == 'lora' else adapter} for A1111 / ComfyUI / kohya: "
@@ -54,6 +63,10 @@ def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora") -> list
     if (out / FULL_MODEL_DIR).is_dir():
         found.append(Download(zipped_model(run, file_stem),
                               "the whole model for diffusers: unzip, then `StableDiffusionPipeline.from_pretrained(folder)`"))
+    if (out / DETAIL_VAE_DIR).is_dir():
+        found.append(Download(zipped_folder(run, DETAIL_VAE_DIR, f"{file_stem}-vae"),
+                              "the detail stage's VAE for diffusers: unzip, then "
+                              "`AutoencoderKL.from_pretrained(folder)` and pass it as the pipeline's `vae=`"))
     if (out / MODEL_CARD).is_file():
         found.append(Download(out / MODEL_CARD, "model card: trigger phrase, settings, samples (for the Hugging Face Hub)"))
     if (out / SAMPLES).is_file():
@@ -63,9 +76,14 @@ def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora") -> list
 
 def zipped_model(run: RunFolder, file_stem: str) -> Path:
     """`output/model/` as `<stem>-diffusers.zip` (members under `<stem>-diffusers/`), rebuilt when the model is newer."""
-    source = run.output / FULL_MODEL_DIR
+    return zipped_folder(run, FULL_MODEL_DIR, f"{file_stem}-diffusers")
+
+
+def zipped_folder(run: RunFolder, name: str, stem: str) -> Path:
+    """`output/<name>/` as `<stem>.zip` (members under `<stem>/`), rebuilt when a file in it is newer."""
+    source = run.output / name
     folder = run.path / DOWNLOADS
-    target = folder / f"{file_stem}-diffusers.zip"
+    target = folder / f"{stem}.zip"
     files = sorted(p for p in source.rglob("*") if p.is_file())
     newest = max((p.stat().st_mtime for p in files), default=0.0)
     if target.is_file() and target.stat().st_mtime >= newest:

@@ -269,7 +269,9 @@ class Studio:
         """The finished run's files, each labelled with what it is for (a full model folder as one zip)."""
         run = self._run(user, run_id)
         config = run.train_config()
-        return run_downloads(run, config.file_stem, config.adapter) if config is not None else []
+        if config is None:
+            return []
+        return run_downloads(run, config.file_stem, config.adapter, config.token if config.learns_token else "")
 
     def prompt_suggestions(self, user: str, identifier: str = "", class_noun: str = "") -> list[str]:
         """Prompts for the user's current subject (the newest run's trigger phrase, else the one given) in places

@@ -34,6 +34,7 @@ FULL_MODEL_DIR = "model"  # output/model: a finished full fine-tune as a diffuse
 LAST_DIR = "last"  # output/last/: the last step's files while the scorecard's pick (an earlier checkpoint) is the output
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' own name: `pipe.load_lora_weights(folder)` finds it
 EMBEDDINGS_FILE = "learned_embeds.safetensors"  # textual inversion's, diffusers' name (`pipe.load_textual_inversion`)
+DETAIL_VAE_DIR = "vae"  # output/vae: the detail stage's tuned VAE (`AutoencoderKL.from_pretrained`), beside a LoRA
 TRAINABLE_FILE = "trainable.safetensors"  # a checkpoint's trained weights (LoRA layers or the full UNet/TE)
 CHECKPOINT_STATE = "state.json"  # written last: a checkpoint folder with it is complete
 STEP_PREFIX = "step-"

@@ -6,14 +6,15 @@ folder, a checkpoint folder or a LoRA file by path.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from studio.events import Score
 from studio.models.catalog import ModelCatalog
 from studio.models.sources import ModelSource
-from studio.runs import (CHECKPOINT_STATE, CHECKPOINTS, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE, TRAINABLE_FILE,
-                         RunFolder, parse_step, step_name)
+from studio.runs import (CHECKPOINT_STATE, CHECKPOINTS, DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE,
+                         TRAINABLE_FILE, RunFolder, parse_step, step_name)
 from studio.workspace import NotFound, Workspace, check_id
 
 BASE = "base"
@@ -41,6 +42,7 @@ class ModelRef:
     unet_state_file: Path | None = None  # a full fine-tune checkpoint (trainable.safetensors)
     embeddings_file: Path | None = None  # a learned token (textual inversion; with lora_file, pivotal tuning)
     token: str = ""  # that token ("<sks>"): prompts that name the plain identifier say it instead
+    vae_dir: Path | None = None  # the detail stage's tuned VAE, drawn with in place of the base model's
 
     def spoken(self, prompt: str) -> str:
         """The prompt as this model is asked it: "sks" becomes "<sks>" for a learned token."""
@@ -126,7 +128,14 @@ class DrawableModels:
 
 def folder_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRef | None:
     """What a run's output or checkpoint folder draws with: its learned token (and LoRA), its LoRA, its full model,
-    or its trained weights (a full fine-tune's checkpoint); None when it holds none of them."""
+    or its trained weights (a full fine-tune's checkpoint), with the detail stage's VAE when it has one; None when it
+    holds none of them."""
+    ref = _weights_ref(key, label, base, folder)
+    vae = folder / DETAIL_VAE_DIR
+    return dataclasses.replace(ref, vae_dir=vae) if ref is not None and vae.is_dir() else ref
+
+
+def _weights_ref(key: str, label: str, base: ModelSource, folder: Path) -> ModelRef | None:
     if (folder / EMBEDDINGS_FILE).exists():
         lora = folder / LORA_FILE
         return ModelRef(key, label, base, lora_file=lora if lora.exists() else None,

@@ -53,6 +53,7 @@ class PipelineCache:
         self.lock = threading.RLock()
         self._models: OrderedDict[str, Components] = OrderedDict()
         self._adapters: dict[str, set[str]] = {}
+        self._vaes: dict[str, tuple[tuple, object]] = {}  # the detail stages' VAEs, by folder
         # What each cached model or adapter was loaded from, as (path, mtime, size): a run's output changes under a
         # stable key when the user makes another checkpoint its output, and must then be loaded again.
         self._loaded_from: dict[str, tuple] = {}
@@ -81,7 +82,20 @@ class PipelineCache:
         pipe = build_pipeline(comps, scheduler, kind)
         if own is None:  # the shared base: switch to this ref's LoRA, or turn every adapter off
             self._activate_lora(pipe, ref)
+        if ref.vae_dir is not None:  # this pipeline only: the components (maybe the shared base) keep their VAE
+            pipe.vae = self._detail_vae(ref, comps.vae.dtype)
         return pipe
+
+    def _detail_vae(self, ref: ModelRef, dtype):
+        """The detail stage's VAE, loaded once per run folder (again when its files change)."""
+        from diffusers import AutoencoderKL
+
+        key, files = f"vae:{ref.vae_dir}", _files_of(ref)
+        cached = self._vaes.get(key)
+        if cached is None or cached[0] != files:
+            vae = AutoencoderKL.from_pretrained(str(ref.vae_dir), torch_dtype=dtype).to(self.device).eval()
+            self._vaes[key] = cached = (files, vae)
+        return cached[1]
 
     def _load(self, key: str, loader) -> Components:
         if key in self._models:
@@ -181,8 +195,9 @@ def _base_key(source: ModelSource) -> str:
 def _files_of(ref: ModelRef) -> tuple:
     """Where `ref`'s own weights come from, with each file's mtime and size (nothing for the base model)."""
     paths = [p for p in (ref.lora_file, ref.unet_state_file, ref.embeddings_file) if p is not None]
-    if ref.full_model_dir is not None:
-        paths += sorted(p for p in Path(ref.full_model_dir).rglob("*") if p.is_file())
+    for folder in (ref.full_model_dir, ref.vae_dir):
+        if folder is not None:
+            paths += sorted(p for p in Path(folder).rglob("*") if p.is_file())
     stats = []
     for path in paths:
         try:

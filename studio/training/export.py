@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
-from studio.runs import EMBEDDINGS_FILE, FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
+from studio.runs import DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
 from studio.training.trainable import Trainable
 
 
@@ -124,7 +124,11 @@ def _write_verified(run: RunFolder, comps: Components, trainable: Trainable, res
     if trainable.has_adapter:
         written += _export_lora(tmp, comps, trainable, config, source)
     elif trainable.method == "full":
-        written += _export_full(tmp, comps, config)
+        written += _export_full(tmp, comps, config)  # its model/vae is the detail stage's, when there was one
+    if config.detail_stage and trainable.method != "full":
+        from studio.training.detail import save_detail_vae
+
+        written.append(save_detail_vae(comps.vae, tmp / DETAIL_VAE_DIR))
     written.append(write_model_card(tmp, run, resolved, source, scorecard))
     verify_outputs(tmp, trainable.method, comps)
     return tmp, written
@@ -171,7 +175,13 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
                     raise ExportError(f"{file.name} is empty or holds non-finite weights")
             if studio_adapter_spec(folder / LORA_FILE) is None:  # LoKr / LoHa: a file diffusers cannot read
                 comps.family.pipeline_class().lora_state_dict(str(folder / LORA_FILE))
-        elif method == "full":
+        if (folder / DETAIL_VAE_DIR).is_dir():
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(str(folder / DETAIL_VAE_DIR))
+            if not all(torch.isfinite(p).all() for p in vae.decoder.parameters()):
+                raise ExportError(f"{DETAIL_VAE_DIR}/ holds non-finite decoder weights")
+        if method == "full":
             unet_dir = folder / FULL_MODEL_DIR / "unet"
             saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
             live = comps.unet.state_dict()
@@ -244,6 +254,10 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
         f"- Training images: {resolved.num_images}", "",
     ]
     lines += _subjects(run, config)
+    if config.detail_stage:
+        where = f"`{FULL_MODEL_DIR}/vae`" if config.method == "full" else f"`{DETAIL_VAE_DIR}/`"
+        lines += [f"Detail stage: the VAE decoder was fine-tuned on the subject's photos ({where}): "
+                  "`AutoencoderKL.from_pretrained(...)`, passed as the pipeline's `vae=`.", ""]
     lines += _usage(config)
     if grid is not None:
         lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]

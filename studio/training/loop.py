@@ -6,8 +6,10 @@
     4. work done once: image latents and (frozen) prompt embeddings
     5. resume from the last complete checkpoint, if asked
     6. the loop: instance + class batch, noise, UNet, loss, step; previews, checkpoints (each scored)
-    7. score the final weights, pick the checkpoint to keep, export it (the last step's files beside it),
-       reload the outputs to verify, and only then report "finished"
+    7. score the final weights, pick the checkpoint to keep
+    8. the detail stage, if asked: the VAE decoder fine-tuned on the subject's photos
+    9. export the kept weights (the last step's files beside them), reload the outputs to verify, and only then
+       report "finished"
 
 It knows nothing of threads or UIs: it reports through `emit(event)` and
 reads `commands` once per step.
@@ -158,6 +160,7 @@ class _Run:
     classes: dict[str, LatentSource] = field(default_factory=dict)  # class prompt -> its images' latents
     prompts: PromptSource | None = None
     samplers: dict[str, EpochSampler] = field(default_factory=dict)
+    class_paths: dict[str, list[Path]] = field(default_factory=dict)  # 2: each class prompt's images
     loop: ckpt.LoopState | None = None  # 5
     scoring: Any = None  # studio.evaluation.session.TrainingScorer, made with the loop state
 
@@ -198,6 +201,7 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
     started_at = time.perf_counter()
     _load(run)  # 1
     class_paths = _class_images(run)  # 2
+    run.class_paths = class_paths
     _setup_optimisation(run)  # 3
     _cache(run, class_paths)  # 4
     _resume(run)  # 5
@@ -208,7 +212,9 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
     if not world.is_main:  # the main process scores and exports the weights every process holds
         return RunOutcome(RunStatus.FINISHED, run.loop.step)
     card = run.scoring.finish(run.loop.step)  # 7
-    emit(Phase(name="saving", detail="writing and verifying outputs"))
+    if run.config.detail_stage:  # 8: after the scorecard, whose checkpoints were all drawn with the same decoder
+        _detail_stage(run)
+    emit(Phase(name="saving", detail="writing and verifying outputs"))  # 9
     markdown = card.markdown() if card is not None else ""
     outputs = export_outputs(request.run, run.comps, run.trainable, request.resolved, source=request.source,
                              scorecard=markdown)
@@ -216,6 +222,29 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
         outputs = _export_pick(run, card.pick.step, markdown) or outputs
     emit(Finished(step=run.loop.step, outputs=tuple(outputs), seconds=time.perf_counter() - started_at))
     return RunOutcome(RunStatus.FINISHED, run.loop.step, tuple(outputs))
+
+
+def _detail_stage(run: _Run) -> None:
+    """8. Fine-tune the VAE decoder on every subject's photos; class images keep the others decoding as before
+    (studio.training.detail). The run's own VAE is tuned in place, so the exports carry it."""
+    from PIL import Image
+
+    from studio.training.detail import tune_decoder
+
+    config = run.config
+    photos = [i.image for subject in run.request.all_subjects for i in subject.images]
+    classes = [Image.open(p).convert("RGB") for paths in run.class_paths.values() for p in paths]
+    run.emit(Phase(name="detail", detail=f"VAE decoder on {len(photos)} photos, {config.detail_steps} steps"
+                                         + ("" if classes else " (no class images to keep others as they were: "
+                                                               "prior preservation is off)")))
+    report = tune_decoder(run.comps.vae, photos, classes, steps=config.detail_steps,
+                          learning_rate=config.detail_learning_rate, keep_weight=config.detail_keep_weight,
+                          device=run.device, seed=config.seed, should_stop=run.commands.should_stop)
+    kept = (f"; class images {report.class_mae_before:.1f} -> {report.class_mae_after:.1f}"
+            if classes else "")
+    run.emit(Notice(message=f"detail stage: the subject's photos reconstruct with a mean error of "
+                            f"{report.subject_mae_before:.1f} -> {report.subject_mae_after:.1f} (of 255){kept}, "
+                            f"{report.steps} steps in {report.seconds:.0f} s"))
 
 
 def _export_pick(run: _Run, step: int, scorecard: str) -> list[str] | None:
@@ -267,6 +296,9 @@ def _class_images(run: _Run) -> dict[str, list[Path]]:
     class prompt of the subjects that keep their class prior."""
     config = run.config
     found: dict[str, list[Path]] = {}
+    if config.method == "textual_inversion" and config.with_prior_preservation:
+        run.emit(Notice(message="textual inversion trains only the new token, which the class prompt never says: "
+                                "no class images are drawn (prior preservation applies to LoRA, full and pivotal)"))
     for subject in run.request.all_subjects:
         prompt = subject.class_prompt
         if prompt is None or prompt in found:

@@ -26,8 +26,10 @@ class Subject:
 
     @property
     def class_prompt(self) -> str | None:
-        """The prompt of its class images, or None without prior preservation."""
-        return self.config.resolved_class_prompt if self.config.with_prior_preservation else None
+        """The prompt of its class images, or None without prior preservation. Textual inversion has none either: the
+        class prompt does not say the new token, and nothing else trains, so its class images could teach nothing."""
+        keeps_prior = self.config.with_prior_preservation and self.config.method != "textual_inversion"
+        return self.config.resolved_class_prompt if keeps_prior else None
 
 
 def row_owners(micro_batch: int, batch: int, subjects: int) -> list[int]:

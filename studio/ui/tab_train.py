@@ -47,6 +47,8 @@ ADVANCED = {
     "preview_budget": ("Preview budget (share of the run's time)", "a preview due is skipped while previews would take "
                        "more than this (0.1 = 10 %); the last step's is always drawn; 1 = draw every one", "float"),
     "checkpoint_every": ("Checkpoint every N steps (0 = end only)", "earlier checkpoints to go back to if it overfits", "int"),
+    "detail_stage": ("Detail stage (tune the VAE decoder on the photos)", "DreamBooth's second stage, for fine detail: "
+                     "runs after training; off by default (the README says what it measured)", "bool"),
     "seed": ("Seed", "the same seed and settings give the same run", "int"),
 }
 TABLE_FIELDS = ("identifier", "class_noun", "method", *ADVANCED)  # the settings table: what Start will run

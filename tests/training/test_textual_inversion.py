@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from studio.config import ConfigError, resolve_config
 from studio.engine import Studio
+from studio.events import read_events
 from studio.inference.generate import DrawSettings
 from tests.conftest import FAST
 from tests.training.test_training import straight_and_resumed
@@ -33,6 +34,9 @@ def test_textual_inversion_trains_only_the_new_token_and_diffusers_loads_it(tmp_
     trained = load_file(str(tmp_path / "run" / "checkpoints" / "step-000002" / "trainable.safetensors"))
     assert len(trained) == 1 and next(iter(trained)).endswith("token_embedding.vectors")  # nothing else trains
     assert trained[next(iter(trained))].shape[0] == 2  # num_vectors
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    assert not [e for e in events if e.kind == "phase" and e.name == "class_images"]  # the prior could teach nothing
+    assert any(e.kind == "notice" and "no class images are drawn" in e.message for e in events)
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
     initial = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer("dog", add_special_tokens=False).input_ids]
@@ -45,6 +49,12 @@ def test_textual_inversion_trains_only_the_new_token_and_diffusers_loads_it(tmp_
     a1111 = load_file(str(output / "sks.safetensors"))
     assert list(a1111) == ["emb_params"] and torch.equal(a1111["emb_params"], learned.detach())
     assert "<sks>" not in _vocabulary(tiny_sd)  # the base model's tokenizer on disk is untouched
+    from studio.downloads import run_downloads
+    from studio.runs import RunFolder
+
+    labels = {d.name: d.label for d in run_downloads(RunFolder(tmp_path / "run"), "sks-dog", token="<sks>")}
+    assert "load_textual_inversion" in labels["learned_embeds.safetensors"] and "<sks>" in labels["learned_embeds.safetensors"]
+    assert "embeddings" in labels["sks.safetensors"] and "whole model" not in labels["sks.safetensors"]
     card = (output / "README.md").read_text()
     assert "load_textual_inversion" in card and "a photo of <sks> dog" in card
 

@@ -44,7 +44,7 @@ def train_args(**values) -> list:
             "learning_rate": 1e-4, "batch_size": 1, "lora_rank": 4, "adapter": "lora", "conv_rank": 0, "with_prior_preservation": True,
             "num_class_images": 2, "prior_loss_weight": 1.0, "snr_gamma": 0, "offset_noise": 0, "resolution": 32,
             "mixed_precision": "auto", "gradient_checkpointing": False, "preview_every": 2, "preview_budget": 1.0,
-            "checkpoint_every": 0,
+            "checkpoint_every": 0, "detail_stage": False,
             "seed": 0, "extra": FAST, "preset": "object-lora", "run_name": ""}
     base.update(values)
     return [base[name] for name in SETTING_NAMES]
