@@ -101,6 +101,8 @@ class Studio:
         source = self.base_models.source(base_model)
         self.photos.folder(user, dataset_id)
         config = self.resolve(presets, overrides, num_images=1, user=user).config  # fail fast on bad settings
+        if any(c.images or not c.dataset_id for c in more_subjects):  # a Space must never read a server folder
+            raise ValueError("each further subject is one of your photo sets (its dataset_id), not a folder")
         concepts = self._checked_concepts([Concept.of_config(config, dataset_id=dataset_id), *more_subjects], config,
                                           lambda c: self.photos.folder(user, c.dataset_id)) if more_subjects else []
         run_id, run_dir = self.workspace.new_run(user)
@@ -340,6 +342,9 @@ class Studio:
         from studio.evaluation.rescore import score_run
 
         source = self._run_source(run)
+        # a several-subject run scores every subject as it trains; measuring afterwards knows one subject's photos,
+        # so its rows are shown as they were measured, never mixed with one-subject scores
+        measure = measure and len(run.read_meta().concepts) < 2
         photos = self._training_photos(run, user) if measure else ()  # only new scores compare with the photos
         return score_run(run, source=source, photos=photos, cache_root=self.workspace.cache_dir, device=self.device,
                          scorer_models=scorer_models, checkpoint=checkpoint, measure=measure)

@@ -59,8 +59,12 @@ class TrainingScorer:
     device: torch.device
     emit: Emit
     autocast: Callable = contextlib.nullcontext
+    # a several-subject run's other subjects (each one's config and photos): every subject is scored on its own
+    # prompts and photos, and a checkpoint's numbers are their mean (each one's in the row's note)
+    others: Sequence[tuple[TrainConfig, Sequence[Image.Image]]] = ()
     seconds: float = 0.0  # time spent scoring (reported at the end: its share of the run)
     _scorer: Scorer | None = None
+    _other_scorers: dict[int, Scorer] = field(default_factory=dict)
     _told: bool = False
     _preview: Preview | None = None
     _rows: dict[str, Row] = field(default_factory=dict)
@@ -147,22 +151,34 @@ class TrainingScorer:
         self.emit(score_event(row))
 
     def _measure(self, *, base: bool, step: int) -> Scores:
+        first = self._measure_subject(self.scorer, self.prompts, self.photos, base=base, step=step)
+        if not self.others:
+            return first
+        scores = [first]
+        for index, (config, photos) in enumerate(self.others):
+            if index not in self._other_scorers:
+                self._other_scorers[index] = make_scorer(self.source_kind, config, self.device)
+            prompts = eval_prompts(config, world=self.source_kind == "builtin")
+            scores.append(self._measure_subject(self._other_scorers[index], prompts, photos, base=base, step=step))
+        return _mean_of([self.config.identifier, *(c.identifier for c, _ in self.others)], scores)
+
+    def _measure_subject(self, scorer: Scorer, prompts: EvalPrompts, photos, *, base: bool, step: int) -> Scores:
         try:
-            self.scorer.prepare()  # before drawing: a scorer that cannot load costs no pictures
+            scorer.prepare()  # before drawing: a scorer that cannot load costs no pictures
         except ScorerUnavailable as exc:
             return Scores(note=str(exc))
-        drawn = self._base_pictures() if base else self._draw(self._reuse(step))
-        return evaluate(self.scorer, drawn, self.photos)
+        drawn = self._base_pictures(prompts) if base else self._draw(prompts, self._reuse(step, prompts))
+        return evaluate(scorer, drawn, photos)
 
-    def _reuse(self, step: int) -> Reuse:
+    def _reuse(self, step: int, prompts: EvalPrompts) -> Reuse:
         event = self._preview
         if event is None or event.step != step:
             return {}
-        wanted = set(self.prompts.pairs())
+        wanted = set(prompts.pairs())
         return {(p, s): Image.open(self.run.path / path).convert("RGB")
                 for p, s, path in zip(event.prompts, event.seeds, event.images) if (p, s) in wanted}
 
-    def _draw(self, reuse: Reuse | None = None) -> EvalImages:
+    def _draw(self, prompts: EvalPrompts, reuse: Reuse | None = None) -> EvalImages:
         from studio.inference.pipelines import build_pipeline
 
         modules = [self.comps.unet, *self.comps.text_encoders]
@@ -170,18 +186,35 @@ class TrainingScorer:
         try:
             for m in modules:
                 m.eval()
-            return draw_eval_images(build_pipeline(self.comps), self.prompts, resolution=self.resolution,
+            return draw_eval_images(build_pipeline(self.comps), prompts, resolution=self.resolution,
                                     steps=self.config.preview_steps, guidance=self.config.preview_guidance,
                                     autocast=self.autocast, reuse=reuse)
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
 
-    def _base_pictures(self) -> EvalImages:
-        folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps.source), self.prompts, resolution=self.resolution,
+    def _base_pictures(self, prompts: EvalPrompts) -> EvalImages:
+        folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps.source), prompts, resolution=self.resolution,
                                 steps=self.config.preview_steps, guidance=self.config.preview_guidance)
-        cached = load_cached(folder, self.prompts)
-        drawn = self._draw(cached)
+        cached = load_cached(folder, prompts)
+        drawn = self._draw(prompts, cached)
         if cached is None:
             store_cached(folder, drawn)
         return drawn
+
+
+def _mean_of(identifiers: Sequence[str], scores: Sequence[Scores]) -> Scores:
+    """Several subjects' scores as one row: each measure's mean over the subjects that measured it, and every
+    subject's own numbers in the note (so a subject left behind is seen, not averaged away)."""
+    import math
+
+    def mean(name: str) -> float:
+        values = [getattr(s, name) for s in scores if not math.isnan(getattr(s, name))]
+        return sum(values) / len(values) if values else math.nan
+
+    cell = lambda v: "-" if math.isnan(v) else f"{v:.2f}"  # noqa: E731
+    each = "; ".join(f"{i}: subject {cell(s.subject_fidelity)}, prompt {cell(s.prompt_fidelity)}, drift {cell(s.drift)}"
+                     for i, s in zip(identifiers, scores))
+    notes = "; ".join(dict.fromkeys(s.note for s in scores if s.note))
+    return Scores(mean("subject_fidelity"), mean("prompt_fidelity"), mean("drift"), mean("diversity"),
+                  note=f"mean of {len(scores)} subjects ({each})" + (f"; {notes}" if notes else ""))

@@ -406,8 +406,11 @@ def _scoring(run: _Run):
     from studio.evaluation.session import TrainingScorer
 
     request = run.request
-    return TrainingScorer(run.comps, run.config, request.source.kind, run.folder, [i.image for i in request.images],
-                          request.cache_root, run.resolution, run.device, run.emit, run.precision.autocast)
+    others = [(s.config, [i.image for i in s.images]) for s in request.all_subjects[1:]]
+    first = request.all_subjects[0].config  # the run's config as its first subject sees it
+    return TrainingScorer(run.comps, first, request.source.kind, run.folder, [i.image for i in request.images],
+                          request.cache_root, run.resolution, run.device, run.emit, run.precision.autocast,
+                          others=others)
 
 
 def _preview(run: _Run, step: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,3 +162,22 @@ def test_one_user_cannot_score_or_switch_another_users_run(tmp_path):
             attempt()
     with pytest.raises(PermissionError):  # a shared Space never opens folders by path
         studio.score_folder(tmp_path)
+
+
+def test_a_two_subject_run_scores_each_subject_and_keeps_the_mean(tmp_path):
+    """Each subject is judged on its own prompts and photos; a row is the mean, each subject's numbers in its note."""
+    from studio.concepts import load_concepts
+
+    studio = Studio(tmp_path / "home")
+    concepts = load_concepts(ROOT / "assets" / "two-subjects.toml")
+    settings = {**SHORT, "checkpoint_every": 0, "preview_every": 4}
+    assert studio.train_folder(None, tmp_path / "run", ["demo-full"], settings, concepts=concepts).status == "finished"
+    scores = _scores(tmp_path / "run")
+    assert [s.checkpoint for s in scores] == ["base", "step-000004"]
+    for score in scores:
+        assert "mean of 2 subjects (sks: subject" in score.note and "; zwx: subject" in score.note
+        each = [float(value) for value in re.findall(r"drift ([0-9.]+)", score.note)]
+        assert len(each) == 2
+        assert score.drift == pytest.approx(sum(each) / 2, abs=0.006)  # the row is the subjects' mean (2 decimals)
+    studio.score_folder(tmp_path / "run")  # `studio score` shows them, and measures nothing with one subject's photos
+    assert len(_scores(tmp_path / "run")) == 2
