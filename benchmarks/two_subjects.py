@@ -9,7 +9,9 @@ is read by the judge:
   bleed             a subject's generations that show the *other* subject's marking (a star with a bar, a circle
                     with a band)
   drift (PRES)      each class's plain prompts ("a photo of a star", "a star") that show any marking
-With `--alone`, each subject is also trained by itself with the same recipe, side by side.
+With `--alone`, each subject is also trained by itself with the same recipe, side by side. Each run keeps a checkpoint
+every third of its steps and its output is the one its scorecard keeps (with two subjects: the best mean of both), as
+a user's run does.
 
     python -m benchmarks.two_subjects [--steps 1200] [--seeds 4] [--alone]
 """
@@ -70,7 +72,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as home:
         studio = Studio(Path(home), base_model=args.base_model)
-        settings = {"max_steps": args.steps, "preview_every": args.steps}
+        # a checkpoint every third of the run, and the run's output is the one its scorecard keeps, as for a user
+        settings = {"preview_every": args.steps, "keep_checkpoints": 3}
         runs = [("both in one run", [c.identifier for c in concepts], dict(concepts=concepts))]
         if args.alone:
             runs += [(f"{c.identifier} alone", [c.identifier], dict(concepts=[c])) for c in concepts]
@@ -80,13 +83,16 @@ def main() -> None:
             run_dir = Path(home) / name.replace(" ", "-")
             steps = args.steps if len(identifiers) > 1 else args.steps // 2  # alone: the demo's own 600
             tic = time.perf_counter()
-            outcome = studio.train_folder(None, run_dir, ["demo-full"], {**settings, "max_steps": steps}, **given)
+            outcome = studio.train_folder(None, run_dir, ["demo-full"],
+                                          {**settings, "max_steps": steps, "checkpoint_every": steps // 3}, **given)
             minutes = (time.perf_counter() - tic) / 60
+            card = studio.score_folder(run_dir, measure=False)
+            kept = f", kept {card.pick.checkpoint}" if card.pick else ""
             if outcome.status != "finished":
                 rows.append([name, outcome.status, "-", "-", "-"])
                 continue
             scores = score(studio, str(run_dir), identifiers, args.seeds, args.inference_steps)
-            rows += [[f"{name}: {i} {LOOKS[i][0]}", f"{steps} steps, {minutes:.1f} min", *_cells(scores[i])]
+            rows += [[f"{name}: {i} {LOOKS[i][0]}", f"{steps} steps{kept}, {minutes:.1f} min", *_cells(scores[i])]
                      for i in identifiers]
     common.table(["model", "training", "subject fidelity ↑", "bleed ↓", "drift (PRES) ↓"], rows)
     print("\nTargets: each subject >= 85 % subject fidelity, bleed 0 %; drift: each class's plain prompts showing "

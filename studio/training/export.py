@@ -233,6 +233,14 @@ def _subjects(run: RunFolder, config) -> list[str]:
     return lines + [""]
 
 
+def _rates(config) -> str:
+    """The learning rates of what trained: a token's vectors train at their own rate."""
+    token = f"the token's {config.num_vectors} vector(s) at {config.embedding_learning_rate or config.learning_rate:g}"
+    if config.method == "textual_inversion":
+        return f"learning rate: {token}"
+    return f"learning rate {config.learning_rate:g}" + (f", {token}" if config.learns_token else "")
+
+
 def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "") -> Path:
     """`scorecard`: the scorecard's markdown (studio.evaluation.scorecard), placed before the settings."""
     from studio.inference.grid import preview_grid
@@ -250,7 +258,7 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
         f"Trained with DreamBooth Studio on `{source.label}` ({config.method}, preset `{preset}`).", "",
         f"- Trigger phrase: **{config.resolved_instance_prompt}**",
         f"- Class prompt (prior preservation {'on' if config.with_prior_preservation else 'off'}): {config.resolved_class_prompt}",
-        f"- Steps: {config.max_steps}, batch {config.batch_size}, learning rate {config.learning_rate:g}",
+        f"- Steps: {config.max_steps}, batch {config.batch_size}, " + _rates(config),
         f"- Training images: {resolved.num_images}", "",
     ]
     lines += _subjects(run, config)

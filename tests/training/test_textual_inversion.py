@@ -57,6 +57,7 @@ def test_textual_inversion_trains_only_the_new_token_and_diffusers_loads_it(tmp_
     assert "embeddings" in labels["sks.safetensors"] and "whole model" not in labels["sks.safetensors"]
     card = (output / "README.md").read_text()
     assert "load_textual_inversion" in card and "a photo of <sks> dog" in card
+    assert "learning rate: the token's 2 vector(s) at 0.05" in card  # the rate the vectors trained at
 
     drawn = studio.generate("local", str(tmp_path / "run"), DrawSettings("a photo of <sks> dog", steps=2, seed=1))
     base = studio.generate("local", "base", DrawSettings("a photo of <sks> dog", steps=2, seed=1))
@@ -103,6 +104,8 @@ def test_token_settings_are_checked_with_the_fix_named():
         resolve_config(["object-lora"], {"method": "textual_inversion", "identifier": "my dog", "class_noun": "dog"})
     with pytest.raises(ConfigError, match="train_text_encoder: textual inversion trains only the new token"):
         resolve_config([], {"method": "textual_inversion", "train_text_encoder": True, "class_noun": "dog"})
+    with pytest.raises(ConfigError, match="would name the A1111 embedding like the run's learned_embeds"):
+        resolve_config([], {"class_noun": "dog", "method": "pivotal", "identifier": "learned_embeds"})
     with pytest.raises(ConfigError, match="num_vectors = 3 is textual inversion's"):
         resolve_config([], {"num_vectors": 3, "class_noun": "dog"})
     config = resolve_config([], {"method": "pivotal", "class_noun": "dog"}).config
