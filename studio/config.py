@@ -363,12 +363,6 @@ def _check_token_settings(config: TrainConfig) -> None:
         raise ConfigError(f"identifier = {config.identifier!r}: {config.method} learns one new token, so the identifier "
                           f"must be one word of letters, digits, '_' or '-'; use identifier = {suggestion!r} "
                           f"(prompts then say <{suggestion}>)")
-    from studio.runs import EMBEDDINGS_FILE, LORA_FILE  # runs.py owns the names in a run folder
-
-    # the A1111 embedding, <identifier>.safetensors, is written beside these two: it must not overwrite them
-    if f"{word}.safetensors" in (EMBEDDINGS_FILE, LORA_FILE):
-        raise ConfigError(f"identifier = {config.identifier!r} would name the A1111 embedding like the run's "
-                          f"{word}.safetensors file; pick another identifier, e.g. 'sks'")
     if config.method == "textual_inversion" and config.train_text_encoder:
         raise ConfigError("train_text_encoder: textual inversion trains only the new token's embedding, everything "
                           "else frozen; set train_text_encoder = false, or method = 'pivotal' to add a LoRA")

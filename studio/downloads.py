@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.runs import DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE, RunFolder
+from studio.runs import DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LORA_FILE, RunFolder, a1111_embedding_file
 
 DOWNLOADS = "downloads"  # <run>/downloads/: files made for download (the zipped model folder)
 MODEL_CARD = "README.md"
@@ -40,7 +40,7 @@ def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: 
     if not out.is_dir():
         return []
     found: list[Download] = []
-    a1111_embedding = f"{token.strip('<>')}.safetensors" if token else ""
+    a1111_embedding = a1111_embedding_file(token) if token else ""
     if (out / EMBEDDINGS_FILE).is_file():
         found.append(Download(out / EMBEDDINGS_FILE, f"embedding for diffusers: `pipe.load_textual_inversion(...)`, "
                                                      f"then write {token or 'its token'} in the prompt"))

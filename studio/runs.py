@@ -40,6 +40,13 @@ CHECKPOINT_STATE = "state.json"  # written last: a checkpoint folder with it is 
 STEP_PREFIX = "step-"
 
 
+def a1111_embedding_file(token: str) -> str:
+    """A learned token's A1111 / ComfyUI embedding: `sks.safetensors` (those tools name the token by the file), unless
+    that is one of the run's own files (an identifier `learned_embeds`), which it must not overwrite."""
+    name = f"{token.strip('<>')}.safetensors"
+    return name if name not in (EMBEDDINGS_FILE, LORA_FILE) else f"{token.strip('<>')}-a1111.safetensors"
+
+
 class RunStatus(str, Enum):
     """What a user is told a run is doing. The terminal ones never change without a new Start or Resume."""
 

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from studio.config import ResolvedConfig
 from studio.models.families import Components
 from studio.models.sources import ModelSource
-from studio.runs import DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder
+from studio.runs import (DETAIL_VAE_DIR, EMBEDDINGS_FILE, FULL_MODEL_DIR, LAST_DIR, LORA_FILE, TRAINABLE_FILE, RunFolder,
+                         a1111_embedding_file)
 from studio.training.trainable import Trainable
 
 
@@ -48,7 +49,7 @@ def _save_embeddings(folder: Path, comps: Components, trainable: Trainable, conf
 
     vectors = [e.vectors for e in new_token_embeddings(comps.text_encoders)]
     return save_embeddings(folder, trainable.token, vectors, diffusers_name=EMBEDDINGS_FILE,
-                           a1111_name=f"{config.identifier.strip('<>')}.safetensors")
+                           a1111_name=a1111_embedding_file(config.token))
 
 
 def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, metadata: dict) -> dict[str, Path]:
@@ -202,7 +203,7 @@ def _usage(config) -> list[str]:
     """How to load a learned token (and pivotal tuning's LoRA with it): the lines a user copies."""
     if not config.learns_token:
         return []
-    a1111 = f"{config.identifier.strip('<>')}.safetensors"
+    a1111 = a1111_embedding_file(config.token)
     lines = ["## How to use", "", "```python",
              "from diffusers import AutoPipelineForText2Image",
              "pipe = AutoPipelineForText2Image.from_pretrained(BASE_MODEL)"]

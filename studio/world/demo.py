@@ -52,14 +52,19 @@ def write_demo_subject(folder: str | Path, resolution: int = 64) -> list[Path]:
     return write_subject(folder, DEMO_CLASS, DEMO_COLOUR, marking=True, resolution=resolution)
 
 
-def write_subject(folder: str | Path, cls: str, colour: str, *, marking: bool, resolution: int = 64) -> list[Path]:
-    """Any subject the world can draw (a class, a colour, with or without the cyan band), photographed in the demo
-    subject's five views with the same kind of captions: the benchmarks' other subjects."""
+def write_subject(folder: str | Path, cls: str, colour: str, *, marking: bool, resolution: int = 64,
+                  marking_kind: str = "band") -> list[Path]:
+    """Any subject the world can draw (a class, a colour, with or without a cyan marking: the demo subject's
+    horizontal "band" or a vertical "bar", render.MARKING_KINDS), photographed in the demo subject's five views
+    with the same kind of captions: the benchmarks' other subjects. Two subjects told apart by their marking's kind
+    (a red star with the band, a blue circle with the bar) let a two-subject run be checked for bleed: the judge's
+    `marking_kind` says which marking a generation shows. The captions never name the marking, whatever its kind:
+    the identifier carries it, as it carries the rest of the subject."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (background, size, position) in enumerate(TRAINING_VIEWS):
-        scene = Scene(cls, colour, background, size, position, marking=marking)
+        scene = Scene(cls, colour, background, size, position, marking=marking, marking_kind=marking_kind)
         path = folder / f"{i:02d}.png"
         render(scene, TRAINING_SEED + i, resolution).save(path)
         path.with_suffix(".txt").write_text(subject_caption(scene) + "\n")
@@ -121,6 +126,16 @@ def check_passes(verdict, check: PromptCheck) -> bool:
     return all(getattr(verdict, k) == v for k, v in check.expect.items())
 
 
+# The second subject of the shipped two-subject concepts file (assets/two-subjects.toml): another class, colour and
+# marking than the demo star's, so a two-subject run can be read for bleed.
+SECOND_SUBJECT = {"cls": "circle", "colour": "blue", "marking": True, "marking_kind": "bar"}
+
+
+def write_second_subject(folder: str | Path, resolution: int = 64) -> list[Path]:
+    return write_subject(folder, SECOND_SUBJECT["cls"], SECOND_SUBJECT["colour"], marking=True,
+                         marking_kind=SECOND_SUBJECT["marking_kind"], resolution=resolution)
+
+
 if __name__ == "__main__":
-    for p in write_demo_subject("assets/demo-subject"):
+    for p in write_demo_subject("assets/demo-subject") + write_second_subject("assets/second-subject"):
         print(p, "|", p.with_suffix(".txt").read_text().strip())

@@ -8,7 +8,9 @@ drift of images from the tiny base model:
                and each class's rendered template (searched over scale, blur, shift);
   colour     = majority vote of the object pixels' nearest palette colours (in Lab);
   size       = bounding-box side; position = bounding-box centre;
-  marking    = share of object pixels with the marking's cyan colour.
+  marking    = share of object pixels with the marking's cyan colour;
+  marking_kind = the stripe's direction: the marked pixels line up in rows (a horizontal
+               band) or in columns (a vertical bar).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class Verdict:
     marking: bool
     marking_share: float = 0.0
     class_score: float = 0.0  # normalised correlation of the object with the chosen class's template
+    marking_kind: str | None = None  # "band" or "bar" (render.MARKING_KINDS) when `marking`, else None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +110,24 @@ def _classify(soft: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
     return cls, scores[cls]
 
 
+def _marking_kind(marked: np.ndarray) -> str:
+    """"bar" if the marked pixels line up in columns more than in rows, else "band".
+
+    Each marked pixel counts the marked pixels in its column and in its row; averaged, these are a stripe's length
+    and thickness (a band: its width across the object, then 0.6 of the object's half-size; a bar: the other way
+    round), a factor of 1.6 (a band across a triangle's narrow middle) to 3 apart, and blur, which thickens a stripe
+    and shortens it alike, does not swap them. Unlike the pixels' spread (std along x and y), this holds where the
+    marking comes in pieces: the tiny model's stripe often drifts from cyan to mint, and then only its two edges
+    (mint blended with the body) read as cyan, two lines a stripe's thickness apart that together spread as wide as
+    tall; and a stripe broken across by noise keeps its rows (or columns). Nothing is taken relative to the object's
+    bounding box: every class's box is square, and where the judge's blob is the stripe alone (a red body on gray
+    is too faint to join it) that box would cancel the difference.
+    """
+    along_columns = float((marked.sum(axis=0, dtype=np.int64) ** 2).sum())
+    along_rows = float((marked.sum(axis=1, dtype=np.int64) ** 2).sum())
+    return "bar" if along_columns > along_rows else "band"
+
+
 def judge(image: Image.Image) -> Verdict:
     img = np.asarray(image.convert("RGB").resize((64, 64), Image.BILINEAR))
     res = img.shape[0]
@@ -148,4 +169,6 @@ def judge(image: Image.Image) -> Verdict:
     body = small.astype(bool) & ~marked
     colour = (_OBJ_NAMES[int(votes.argmax())] if votes.sum() >= 3
               else _nearest(np.median(lab[body if body.any() else small.astype(bool)], axis=0), _OBJ_NAMES, _OBJ_LAB))
-    return Verdict(cls, colour, background, size, position, share >= MARKING_MIN_SHARE, share, class_score)
+    marking = share >= MARKING_MIN_SHARE
+    kind = _marking_kind(marked) if marking else None
+    return Verdict(cls, colour, background, size, position, marking, share, class_score, kind)

@@ -104,8 +104,10 @@ def test_token_settings_are_checked_with_the_fix_named():
         resolve_config(["object-lora"], {"method": "textual_inversion", "identifier": "my dog", "class_noun": "dog"})
     with pytest.raises(ConfigError, match="train_text_encoder: textual inversion trains only the new token"):
         resolve_config([], {"method": "textual_inversion", "train_text_encoder": True, "class_noun": "dog"})
-    with pytest.raises(ConfigError, match="would name the A1111 embedding like the run's learned_embeds"):
-        resolve_config([], {"class_noun": "dog", "method": "pivotal", "identifier": "learned_embeds"})
+    from studio.runs import a1111_embedding_file
+
+    assert a1111_embedding_file("<sks>") == "sks.safetensors"
+    assert a1111_embedding_file("<learned_embeds>") == "learned_embeds-a1111.safetensors"  # never over the run's own
     with pytest.raises(ConfigError, match="num_vectors = 3 is textual inversion's"):
         resolve_config([], {"num_vectors": 3, "class_noun": "dog"})
     config = resolve_config([], {"method": "pivotal", "class_noun": "dog"}).config

@@ -1,6 +1,8 @@
 """Synthetic world, judge, demo subject and the shipped built-in model (offline, CPU, < 60 s)."""
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
 from pathlib import Path
 
@@ -11,10 +13,11 @@ from PIL import Image
 
 from studio.world.demo import (DEMO_CLASS, DEMO_IDENTIFIER, TRAINING_VIEWS, check_passes, demo_scene,
                                drift_prompts, plain_subject_prompts, prompt_fidelity_prompts, subject_fidelity_prompts,
-                               write_demo_subject)
+                               write_demo_subject, write_subject)
 from studio.world.judge import judge
 from studio.world.quality import FIELDS, degrade, generate
-from studio.world.render import WORLD_WORDS, Scene, caption, random_caption, render, sample_scene
+from studio.world.render import (BACKGROUNDS, CLASSES, COLOURS, MARKING_KINDS, POSITIONS, SIZES, WORLD_WORDS, Scene,
+                                 caption, random_caption, render, sample_scene)
 from studio.world.tokenizer import RARE_IDENTIFIERS, tokenizer_words
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +66,11 @@ def test_marking_only_on_the_demo_subject(tmp_path):
     assert len(paths) == len(TRAINING_VIEWS) == 5
     for path, (bg, size, pos) in zip(paths, TRAINING_VIEWS):
         v = judge(Image.open(path))
-        assert (v.cls, v.colour, v.background, v.size, v.position, v.marking) == \
-            (DEMO_CLASS, "red", bg, size, pos, True)
+        assert (v.cls, v.colour, v.background, v.size, v.position, v.marking, v.marking_kind) == \
+            (DEMO_CLASS, "red", bg, size, pos, True, "band")
     rng = random.Random(7)
-    assert not any(judge(render(sample_scene(rng), i)).marking for i in range(40))
+    unmarked = [judge(render(sample_scene(rng), i)) for i in range(40)]
+    assert not any(v.marking or v.marking_kind for v in unmarked)
     shipped = sorted((ROOT / "assets" / "demo-subject").glob("*.png"))
     assert [np.asarray(Image.open(p)).tolist() for p in shipped] == \
         [np.asarray(Image.open(p)).tolist() for p in paths]
@@ -75,6 +79,162 @@ def test_marking_only_on_the_demo_subject(tmp_path):
     assert captions == [p.with_suffix(".txt").read_text() for p in paths]
     assert captions[1].strip() == "a photo of {identifier} star on the left, on a gray background"
     assert all("{identifier} star" in c and "red" not in c and "cyan" not in c for c in captions)
+
+
+def _every_subject_look(seed: int):
+    """(scene, seed) for every class x colour x size x marking kind, backgrounds and positions cycled through."""
+    backgrounds = list(BACKGROUNDS)
+    for i, (cls, colour, size, kind) in enumerate(itertools.product(CLASSES, COLOURS, SIZES, MARKING_KINDS)):
+        yield Scene(cls, colour, backgrounds[i % 5], size, POSITIONS[(i // 4) % 5], True, kind), seed + i
+
+
+def test_marking_kind_leaves_existing_renders_unchanged():
+    # sha256 of these renders made before marking kinds existed (Scene had no marking_kind): the demo subject's
+    # photos, the benchmarks' cached data and every test's pictures stay pixel-identical for the same seed
+    digest = hashlib.sha256()
+    backgrounds, positions = list(BACKGROUNDS), list(POSITIONS)
+    for i, (cls, colour, marking, size) in enumerate(itertools.product(CLASSES, COLOURS, (False, True), SIZES)):
+        scene = Scene(cls, colour, backgrounds[i % 5], size, positions[(i // 5) % 5], marking)
+        assert scene.marking_kind == "band"
+        digest.update(np.asarray(render(scene, 1000 + i)).tobytes())
+    assert digest.hexdigest() == "2a8d304eb6d94563ab0cdf09d6286ff3536c97aa0ed679da145acfe810053190"
+
+    pixels = lambda scene: np.asarray(render(scene, 3))
+    for cls in CLASSES:
+        plain, band = Scene(cls, "blue", "white"), Scene(cls, "blue", "white", marking=True)
+        assert np.array_equal(pixels(band), pixels(Scene(cls, "blue", "white", marking=True, marking_kind="band")))
+        # the kind matters only on a marked subject, and then it draws another picture of the same object
+        assert np.array_equal(pixels(plain), pixels(Scene(cls, "blue", "white", marking_kind="bar")))
+        bar = pixels(Scene(cls, "blue", "white", marking=True, marking_kind="bar"))
+        assert not np.array_equal(bar, pixels(band)) and not np.array_equal(bar, pixels(plain))
+    with pytest.raises(ValueError, match="marking kind"):
+        Scene("star", "red", "white", marking=True, marking_kind="ring")
+
+
+def test_bar_is_the_band_turned_upright():
+    # same colour, same thickness: on a circle (symmetric under a 90 degree turn) the bar's render is the band's
+    # transposed, up to the seed's gradient, jitter and noise and a pixel of rounding at the stripe's edges
+    cyan = lambda im: (im[..., 0] < 60) & (im[..., 2] > 180)
+    areas = {"band": 0, "bar": 0}
+    for seed in range(6):
+        band = np.asarray(render(Scene("circle", "red", "white", marking=True), seed), np.float32)
+        bar = np.asarray(render(Scene("circle", "red", "white", marking=True, marking_kind="bar"), seed), np.float32)
+        assert np.median(np.abs(bar - band.transpose(1, 0, 2))) < 8
+        ys, xs = np.nonzero(cyan(bar))
+        assert np.ptp(ys) > 2.5 * np.ptp(xs)
+        areas["band"] += cyan(band).sum()
+        areas["bar"] += cyan(bar).sum()
+    assert abs(areas["bar"] - areas["band"]) <= 0.03 * areas["band"], areas
+
+
+def test_judge_reads_the_marking_kind_on_clean_renders():
+    errors, missed = {kind: 0 for kind in MARKING_KINDS}, []
+    for scene, seed in _every_subject_look(400):
+        v = judge(render(scene, seed))
+        if not v.marking:  # the judge's known weak spot, older than marking kinds: a red or orange body on gray
+            assert (scene.colour in ("red", "orange") and scene.background == "gray", v.marking_kind) == (True, None)
+            missed.append(scene)
+            continue
+        assert v.marking_kind == scene.marking_kind, (scene, v)
+        errors[scene.marking_kind] += (v.cls, v.colour) != (scene.cls, scene.colour)
+        unmarked = judge(render(Scene(scene.cls, scene.colour, scene.background, scene.size, scene.position,
+                                      marking_kind=scene.marking_kind), seed))
+        assert (unmarked.marking, unmarked.marking_kind) == (False, None), (scene, unmarked)
+    # class and colour read as well under the bar as under the band (both miss now and then where a red or orange
+    # body on gray is too faint to join the cyan in the judge's blob)
+    assert errors["bar"] <= errors["band"] + 1 and sum(errors.values()) <= 4, errors
+    assert len(missed) <= 2, missed
+
+
+def _downscale_and_degrade(image: Image.Image, rng: random.Random) -> Image.Image:
+    """quality.degrade (blur, noise, JPEG) after a trip through a lower resolution: a tiny model's softer outputs."""
+    side = rng.randint(36, 56)
+    image = image.resize((side, side), Image.BILINEAR).resize(image.size, Image.BILINEAR)
+    return degrade(image, rng)
+
+
+@pytest.mark.parametrize("harm", [degrade, _downscale_and_degrade])
+def test_judge_reads_the_marking_kind_on_degraded_renders(harm):
+    rng = random.Random(3)
+    missed, kinds = 0, []
+    for scene, seed in _every_subject_look(800_000):
+        v = judge(harm(render(scene, seed), rng))
+        missed += not v.marking
+        kinds.append((scene.marking_kind, v.marking_kind))
+    # a missed marking (None) is the judge's known weak spot (a red or orange body on gray); reading one marking as
+    # the other is what would hide bleed between two subjects, and never happens
+    assert not [k for k in kinds if None not in k and k[0] != k[1]], kinds
+    assert missed <= 2, kinds
+    assert sum(want == got for want, got in kinds) >= len(kinds) - 2
+
+
+# The cyan pixels the judge found on a real generation (built-in model after a 300-step run on a blue circle with
+# the bar, "a photo of sks circle on a white background", seed 100): the stripe drifted to mint, so only its two
+# edges read as cyan, plus a few blended pixels on the body's rim.
+MINT_BAR_MARKED = """
+.......#.....................
+.....#.............##........
+....#..............###.......
+...#...............####......
+..#.....#..........####......
+.......##...........##.#.....
+......##............##..#....
+......###..........###.......
+.....####...........##.......
+.....###...........###.......
+.....###...........###.......
+....####...........###.......
+.....###...........###.......
+.....###...........###......#
+.....###...........###......#
+......##...........###.......
+......##............##.......
+......##............##.......
+......#.............##.......
+....................##.......
+#...................#.....#..
+#...................#........
+#............................
+#............................
+.#...........................
+..#..........................
+...#................##.......
+.....####....................
+.......##...................."""
+
+
+def test_marking_kind_reads_a_stripe_split_into_pieces():
+    from studio.world.judge import _marking_kind
+    marked = np.array([[c == "#" for c in row] for row in MINT_BAR_MARKED.split()])
+    ys, xs = np.nonzero(marked)
+    assert ys.std() < xs.std()  # the pixels spread wider than tall, yet they line up in columns
+    assert _marking_kind(marked) == "bar"
+    assert _marking_kind(marked.T) == "band"
+    # a whole stripe, and one broken across by noise into squarish pieces
+    stripe = np.zeros((64, 64), bool)
+    stripe[30:36, 12:52] = True
+    assert (_marking_kind(stripe), _marking_kind(stripe.T)) == ("band", "bar")
+    stripe[:, ::7] = False
+    assert (_marking_kind(stripe), _marking_kind(stripe.T)) == ("band", "bar")
+
+
+def test_two_subjects_told_apart_by_marking_kind(tmp_path):
+    # a two-subject run: the demo's red star with the band and a blue circle with the bar; a generation of either
+    # shows which marking it carries, so one subject's marking on the other (bleed) is seen
+    star = write_subject(tmp_path / "star", "star", "red", marking=True)
+    circle = write_subject(tmp_path / "circle", "circle", "blue", marking=True, marking_kind="bar")
+    assert [np.asarray(Image.open(p)).tolist() for p in star] == \
+        [np.asarray(Image.open(p)).tolist() for p in write_demo_subject(tmp_path / "demo")]
+    for path, (bg, size, pos) in zip(circle, TRAINING_VIEWS):
+        v = judge(Image.open(path))
+        assert (v.cls, v.colour, v.background, v.size, v.position, v.marking, v.marking_kind) == \
+            ("circle", "blue", bg, size, pos, True, "bar")
+    assert [judge(Image.open(p)).marking_kind for p in star] == ["band"] * 5
+    # the captions never name the marking: the same views captioned the same, whatever the kind
+    band_circle = write_subject(tmp_path / "band-circle", "circle", "blue", marking=True)
+    captions = lambda paths: [p.with_suffix(".txt").read_text() for p in paths]
+    assert captions(circle) == captions(band_circle)
+    assert not any(word in c for c in captions(circle) for word in ("bar", "band", "cyan"))
 
 
 def test_benchmark_prompt_sets_are_consistent():
@@ -151,3 +311,16 @@ def test_builtin_model_inpaints():
     out = pipe(prompt="a photo of a star", image=image, mask_image=mask, num_inference_steps=10,
                generator=torch.Generator().manual_seed(0)).images[0]
     assert out.size == (64, 64)
+
+
+def test_the_shipped_second_subject_is_the_worlds_blue_circle_with_the_bar(tmp_path):
+    """assets/second-subject (the two-subject concepts file's zwx circle) is what the world renders for it."""
+    from studio.world.demo import SECOND_SUBJECT, write_second_subject
+
+    fresh = write_second_subject(tmp_path)
+    shipped = sorted((ROOT / "assets" / "second-subject").glob("*.png"))
+    assert [np.asarray(Image.open(p)).tolist() for p in shipped] == [np.asarray(Image.open(p)).tolist() for p in fresh]
+    assert [p.with_suffix(".txt").read_text() for p in shipped] == [p.with_suffix(".txt").read_text() for p in fresh]
+    for path in shipped:
+        v = judge(Image.open(path))
+        assert (v.cls, v.colour, v.marking, v.marking_kind) == tuple(SECOND_SUBJECT.values())
