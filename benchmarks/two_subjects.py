@@ -13,7 +13,7 @@ With `--alone`, each subject is also trained by itself with the same recipe, sid
 every third of its steps and its output is the one its scorecard keeps (with two subjects: the best mean of both), as
 a user's run does.
 
-    python -m benchmarks.two_subjects [--steps 1200] [--seeds 4] [--alone]
+    python -m benchmarks.two_subjects [--steps 1200] [--batch 2] [--seeds 4] [--alone]
 """
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200, help="training steps (batch 2: each subject gets one row "
                                                                 "of every step, as many as the demo alone at 600)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size of the two-subject run (alone: the preset's)")
     parser.add_argument("--seeds", type=int, default=4, help="generations per prompt")
     parser.add_argument("--inference-steps", type=int, default=20)
     parser.add_argument("--alone", action="store_true", help="also train each subject by itself, for comparison")
@@ -81,10 +82,13 @@ def main() -> None:
         rows += [[f"base model: {LOOKS[i][1]} {LOOKS[i][0]}", "-", *_cells(base[i])] for i in LOOKS]
         for name, identifiers, given in runs:
             run_dir = Path(home) / name.replace(" ", "-")
-            steps = args.steps if len(identifiers) > 1 else args.steps // 2  # alone: the demo's own 600
+            both = len(identifiers) > 1
+            steps = args.steps if both else 600  # alone: the demo's own recipe
+            batch = {"batch_size": args.batch} if both else {}
             tic = time.perf_counter()
             outcome = studio.train_folder(None, run_dir, ["demo-full"],
-                                          {**settings, "max_steps": steps, "checkpoint_every": steps // 3}, **given)
+                                          {**settings, **batch, "max_steps": steps, "checkpoint_every": steps // 3},
+                                          **given)
             minutes = (time.perf_counter() - tic) / 60
             card = studio.score_folder(run_dir, measure=False)
             kept = f", kept {card.pick.checkpoint}" if card.pick else ""
@@ -92,7 +96,8 @@ def main() -> None:
                 rows.append([name, outcome.status, "-", "-", "-"])
                 continue
             scores = score(studio, str(run_dir), identifiers, args.seeds, args.inference_steps)
-            rows += [[f"{name}: {i} {LOOKS[i][0]}", f"{steps} steps{kept}, {minutes:.1f} min", *_cells(scores[i])]
+            size = args.batch if both else 2
+            rows += [[f"{name}: {i} {LOOKS[i][0]}", f"{steps} × batch {size}{kept}, {minutes:.1f} min", *_cells(scores[i])]
                      for i in identifiers]
     common.table(["model", "training", "subject fidelity ↑", "bleed ↓", "drift (PRES) ↓"], rows)
     print("\nTargets: each subject >= 85 % subject fidelity, bleed 0 %; drift: each class's plain prompts showing "

@@ -58,14 +58,26 @@ def test_a_bad_concepts_file_names_the_concept_and_key_and_writes_nothing(tmp_pa
     write_photos(tmp_path / "rex", count=3)
     write_photos(tmp_path / "tom", count=2)
     path = _concepts_file(tmp_path, body)
+    studio = Studio(tmp_path / "home", base_model=str(tiny_sd))
+    with pytest.raises(ConceptError) as refused:
+        studio.train_folder(None, tmp_path / "run", ["object-lora"], dict(SETTINGS), concepts=load_concepts(path))
+    for word in named:
+        assert word in str(refused.value), (word, str(refused.value))
+    assert not (tmp_path / "run").exists()  # nothing written before validation passed
+
+
+def test_the_cli_says_what_is_wrong_in_the_concepts_file_without_a_traceback(tmp_path, tiny_sd):
+    write_photos(tmp_path / "rex", count=3)
+    path = _concepts_file(tmp_path, '[[concept]]\nimages = "rex"\nidentifier = "sks"\nclas_noun = "dog"\n')
     result = subprocess.run([sys.executable, "-m", "studio", "train", "--concepts", str(path), "--base-model",
                              str(tiny_sd), "--home", str(tmp_path / "home"), "--output", str(tmp_path / "run")],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    for word in named:
-        assert word in result.stderr, (word, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run").exists()  # nothing written before validation passed
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "concept 1 (sks): unknown key 'clas_noun' (did you mean 'class_noun'?)" in result.stderr
+    assert not (tmp_path / "run").exists()
+    clash = subprocess.run([sys.executable, "-m", "studio", "train", "--concepts", str(path), "--identifier", "zwx",
+                            "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert clash.returncode != 0 and "drop --identifier" in clash.stderr
 
 
 def test_concepts_that_cannot_train_together_are_refused_before_the_run(tmp_path, tiny_sd):

@@ -127,7 +127,8 @@ def test_compare_methods_puts_each_methods_run_of_the_subject_side_by_side(tmp_p
         assert studio.jobs.wait_idle(timeout=300)
     studio.start_training("local", dataset, ["object-lora"], {**settings, "class_noun": "cat"})
     assert studio.jobs.wait_idle(timeout=300)  # another subject: not compared
-    ti_run = studio.runs("local")[1].run_id
+    ti_run = next(r.run_id for r in studio.runs("local")  # (runs started within a second have no set order)
+                  if studio.run_config("local", r.run_id)["config"]["method"] == "textual_inversion")
     assert len(studio.method_runs("local", ti_run)) == 2
     result = studio.compare_methods("local", ti_run, DrawSettings("x", steps=2), seeds=[0])
     assert [label.split(" | ")[0] for label in result.labels[:3]] == ["base model", "textual inversion", "LoRA"]
