@@ -60,16 +60,14 @@ class Concept:
     def from_dict(cls, data: dict[str, Any]) -> "Concept":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
+    def overrides(self) -> dict[str, Any]:
+        """The settings this concept gives: its identifier and class noun, and the prompts and prior setting it sets."""
+        own = {"identifier": self.identifier, "class_noun": self.class_noun}
+        return {**own, **{k: v for k, v in self.to_dict().items() if k in OPTIONAL_KEYS}}
+
     def settings(self, config: TrainConfig) -> TrainConfig:
         """The run's config as this concept sees it: its identifier, class noun, prompts and prior setting."""
-        changes: dict[str, Any] = {"identifier": self.identifier, "class_noun": self.class_noun}
-        if self.class_prompt:
-            changes["class_prompt"] = self.class_prompt
-        if self.instance_prompt:
-            changes["instance_prompt"] = self.instance_prompt
-        if self.with_prior_preservation is not None:
-            changes["with_prior_preservation"] = self.with_prior_preservation
-        return replace(config, **changes)
+        return replace(config, **self.overrides())
 
     @classmethod
     def of_config(cls, config: TrainConfig, **where: str) -> "Concept":

@@ -170,6 +170,11 @@ class TrainConfig:
         return f"<{self.identifier}>"
 
     @property
+    def token_learning_rate(self) -> float:
+        """The rate a learned token's vectors train at (embedding_learning_rate; 0 = learning_rate)."""
+        return self.embedding_learning_rate or self.learning_rate
+
+    @property
     def trains_text_encoder(self) -> bool:
         """Whether the prompt embeddings change while training (so they are computed every step, not cached)."""
         return self.train_text_encoder or self.learns_token

@@ -44,12 +44,8 @@ def _job_devices(devices: str | Sequence[str] | None, device: str | None):
 def _own_subject(concepts: Sequence[Concept]) -> dict[str, Any]:
     """The run's own settings from its first concept: its identifier and class noun (and, when it is the only one,
     its prompts and prior setting; with several, those stay the concept's own)."""
-    first = concepts[0]
-    own: dict[str, Any] = {"identifier": first.identifier, "class_noun": first.class_noun}
-    if len(concepts) == 1:
-        own.update({k: v for k, v in first.to_dict().items()
-                    if k in ("class_prompt", "instance_prompt", "with_prior_preservation")})
-    return own
+    own = concepts[0].overrides()
+    return own if len(concepts) == 1 else {"identifier": own["identifier"], "class_noun": own["class_noun"]}
 
 
 class Studio:

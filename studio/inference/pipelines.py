@@ -90,7 +90,7 @@ class PipelineCache:
         """The detail stage's VAE, loaded once per run folder (again when its files change)."""
         from diffusers import AutoencoderKL
 
-        key, files = f"vae:{ref.vae_dir}", _files_of(ref)
+        key, files = f"vae:{ref.vae_dir}", _stats(_folder_files(ref.vae_dir))
         cached = self._vaes.get(key)
         if cached is None or cached[0] != files:
             vae = AutoencoderKL.from_pretrained(str(ref.vae_dir), torch_dtype=dtype).to(self.device).eval()
@@ -195,9 +195,17 @@ def _base_key(source: ModelSource) -> str:
 def _files_of(ref: ModelRef) -> tuple:
     """Where `ref`'s own weights come from, with each file's mtime and size (nothing for the base model)."""
     paths = [p for p in (ref.lora_file, ref.unet_state_file, ref.embeddings_file) if p is not None]
-    for folder in (ref.full_model_dir, ref.vae_dir):
-        if folder is not None:
-            paths += sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    if ref.full_model_dir is not None:
+        paths += _folder_files(ref.full_model_dir)
+    return _stats(paths)  # (a detail stage's VAE is tracked on its own: _detail_vae)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _stats(paths: list[Path]) -> tuple:
+    """Each file with its mtime and size: a file rewritten since it was loaded must be loaded again."""
     stats = []
     for path in paths:
         try:

@@ -67,7 +67,7 @@ def load_into_pipeline(pipe, path: Path, token: str | None = None) -> str:
     """Add the embedding's token to the pipeline's tokenizer(s) and text encoder(s) with diffusers' own loader;
     returns the token prompts use. `token` overrides the one recorded in the file (an A1111 file records none)."""
     recorded, vectors = read_embeddings(path)
-    token = token or recorded or f"<{path.stem}>"
+    token = token or _token(path, recorded)
     if len(vectors) == 2:
         pipe.load_textual_inversion(vectors[0], token=token, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
         pipe.load_textual_inversion(vectors[1], token=token, text_encoder=pipe.text_encoder_2,
@@ -79,8 +79,11 @@ def load_into_pipeline(pipe, path: Path, token: str | None = None) -> str:
 
 def embedding_token(path: Path) -> str:
     """The token a prompt uses for this embedding file (its recorded one, else A1111's: the file's name)."""
-    recorded, _ = read_embeddings(path)
-    return recorded or f"<{path.stem}>"
+    return _token(path, read_embeddings(path)[0])
+
+
+def _token(path: Path, recorded: str | None) -> str:
+    return recorded or f"<{path.stem}>"  # an A1111 file records none: those UIs name the token by the file
 
 
 def spell_token(prompt: str, token: str) -> str:

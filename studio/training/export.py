@@ -236,7 +236,7 @@ def _subjects(run: RunFolder, config) -> list[str]:
 
 def _rates(config) -> str:
     """The learning rates of what trained: a token's vectors train at their own rate."""
-    token = f"the token's {config.num_vectors} vector(s) at {config.embedding_learning_rate or config.learning_rate:g}"
+    token = f"the token's {config.num_vectors} vector(s) at {config.token_learning_rate:g}"
     if config.method == "textual_inversion":
         return f"learning rate: {token}"
     return f"learning rate {config.learning_rate:g}" + (f", {token}" if config.learns_token else "")

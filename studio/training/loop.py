@@ -129,15 +129,18 @@ def loading_phase(source: ModelSource) -> Phase:
 
 @dataclass
 class _SubjectData:
-    """One subject's cached training data: its photos' latents and prompts, its class (None: no prior), and the
-    names of the samplers that deal its photos and its class images."""
+    """One subject's cached training data: its photos' latents and prompts, and the names of the samplers that deal
+    its photos and its class images."""
 
     subject: Subject
     latents: LatentSource
     prompts: list[str]
-    class_prompt: str | None
     sampler: str
     class_sampler: str
+
+    @property
+    def class_prompt(self) -> str | None:
+        return self.subject.class_prompt
 
 
 @dataclass
@@ -200,10 +203,9 @@ def _train(request: TrainRequest, emit: Emit, commands: RunCommands) -> RunOutco
         request.run.write_config(request.resolved.to_json(**facts))
     started_at = time.perf_counter()
     _load(run)  # 1
-    class_paths = _class_images(run)  # 2
-    run.class_paths = class_paths
+    run.class_paths = _class_images(run)  # 2
     _setup_optimisation(run)  # 3
-    _cache(run, class_paths)  # 4
+    _cache(run)  # 4
     _resume(run)  # 5
     outcome = _loop(run)  # 6
     if outcome is not None:
@@ -337,14 +339,14 @@ def _setup_optimisation(run: _Run) -> None:
     torch.manual_seed(config.seed)
 
 
-def _cache(run: _Run, class_paths: dict[str, list[Path]]) -> None:
+def _cache(run: _Run) -> None:
     """4. Latents of every image and (frozen) prompt embeddings, computed once.
 
     The first subject's samplers are "instance" and "class" (as a one-subject run's, so its checkpoints read the
     same); the others' are numbered."""
     from PIL import Image
 
-    config, subjects = run.config, run.request.all_subjects
+    config, subjects, class_paths = run.config, run.request.all_subjects, run.class_paths
     photos = sum(len(s.images) for s in subjects)
     run.emit(Phase(name="caching", detail=f"{photos} images, {sum(map(len, class_paths.values()))} class images"))
     common = dict(cache=config.cache_latents, flip=config.random_flip, device=run.device, dtype=run.precision.frozen_dtype)
@@ -359,8 +361,8 @@ def _cache(run: _Run, class_paths: dict[str, list[Path]]) -> None:
         latents = LatentSource(run.comps, image_tensor([i.image for i in subject.images], run.resolution), **common)
         prompts = [_spelled_out(seen, seen.prompt(i.caption) if i.caption else seen.resolved_instance_prompt)
                    for i in subject.images]
-        data = _SubjectData(subject, latents, prompts, subject.class_prompt,
-                            "instance" if index == 0 else f"instance:{index}", class_samplers.get(subject.class_prompt, ""))
+        data = _SubjectData(subject, latents, prompts, "instance" if index == 0 else f"instance:{index}",
+                            class_samplers.get(subject.class_prompt, ""))
         run.subjects.append(data)
         run.samplers[data.sampler] = EpochSampler(latents.count, run.generator)
         all_prompts += prompts + ([data.class_prompt] if data.class_prompt else [])
@@ -504,14 +506,13 @@ def _micro_step(run: _Run, scaler, micro_batch: int) -> torch.Tensor:
     plan = layout(micro_batch, batch, [d.subject for d in run.subjects])
     rows: list[torch.Tensor | None] = [None] * batch
     prompts: list[str] = [""] * batch
-    for index, data in enumerate(run.subjects):  # each subject's photos for its rows, drawn from its own sampler
-        owned = [row for row, owner in enumerate(plan.owners) if owner == index]
+    owned_by = [[row for row, owner in enumerate(plan.owners) if owner == index] for index in range(len(run.subjects))]
+    for data, owned in zip(run.subjects, owned_by):  # each subject's photos, from its own sampler
         if owned:
             picks = run.samplers[data.sampler].take(len(owned))
             for row, latent, pick in zip(owned, data.latents.sample(picks, run.generator), picks.tolist()):
                 rows[row], prompts[row] = latent, data.prompts[pick]
-    for index, data in enumerate(run.subjects):  # then its class images, one per row it owns, in `plan.pairs` order
-        owned = [row for row, owner in enumerate(plan.owners) if owner == index]
+    for data, owned in zip(run.subjects, owned_by):  # then its class images, one per row it owns (`plan.pairs` order)
         if owned and data.class_prompt is not None:
             picks = run.samplers[data.class_sampler].take(len(owned))
             rows += list(run.classes[data.class_prompt].sample(picks, run.generator))

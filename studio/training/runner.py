@@ -74,7 +74,5 @@ def run_training(env: TrainingEnv, run: RunFolder, photos: Path, log: EventLog, 
         return RunOutcome(RunStatus.FAILED, 0)
     request = TrainRequest(run=run, resolved=resolved, source=source, images=images,
                            cache_root=env.cache_root, resume=resume, device=env.device,
-                           components=comps, world=world,
-                           subjects=subjects)
+                           components=comps, world=world, subjects=subjects)
     return train(request, send, commands)
-

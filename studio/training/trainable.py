@@ -194,7 +194,7 @@ def param_groups(trainable: Trainable, config: TrainConfig) -> list[dict]:
             groups.append({"params": params, "lr": te_lr if name.startswith("text_encoder") else config.learning_rate, "name": name})
         vectors = [p for n, p in named if _is_new_token(n)]
         if vectors:  # no weight decay: it would pull the new word's embedding towards zero, away from real words
-            groups.append({"params": vectors, "lr": config.embedding_learning_rate or config.learning_rate,
+            groups.append({"params": vectors, "lr": config.token_learning_rate,
                            "weight_decay": 0.0, "name": f"{name}.new_token"})
     return groups
 

@@ -35,6 +35,11 @@ class Ctx:
     def shared(self) -> bool:
         return self.studio.shared
 
+    def check_upload(self, files: Sequence[Any]) -> None:
+        """A shared Space takes at most `max_upload_files` files per upload (a zip counts as one)."""
+        if self.shared and len(files) > self.max_upload_files:
+            raise ValueError(f"at most {self.max_upload_files} files per upload here; zip them or send fewer")
+
     def user(self, browser_id: Any, request: gr.Request | None) -> str:
         if not self.shared:
             return LOCAL_USER

@@ -91,8 +91,7 @@ class CurateTab:
     def upload(self, browser_id, new_files, dataset_id, subject_type, res, request: gr.Request):
         if not new_files:
             return skips(len(self.report_outputs))
-        if self.ctx.shared and len(new_files) > self.ctx.max_upload_files:
-            raise ValueError(f"at most {self.ctx.max_upload_files} files per upload here; zip them or send fewer")
+        self.ctx.check_upload(new_files)
         user = self.ctx.user(browser_id, request)
         paths = [getattr(f, "name", f) for f in new_files]
         try:

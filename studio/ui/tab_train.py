@@ -200,8 +200,7 @@ class TrainTab:
             raise ValueError("give the other subject its own identifier (a rare word such as zwx) and its class noun")
         if any(s["identifier"].lower() == identifier.lower() for s in listed):
             raise ValueError(f"a subject called {identifier!r} is already in the list; give each its own identifier")
-        if self.ctx.shared and len(files) > self.ctx.max_upload_files:
-            raise ValueError(f"at most {self.ctx.max_upload_files} files per upload here; zip them or send fewer")
+        self.ctx.check_upload(files)
         user = self.ctx.user(browser_id, request)
         dataset_id = self.studio.photos.add(user, [getattr(f, "name", f) for f in files])
         listed.append({"dataset_id": dataset_id, "identifier": identifier, "class_noun": class_noun,
