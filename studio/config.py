@@ -50,6 +50,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "class_image_guidance": (1.0, 30.0),
     "class_image_batch": (1, 64),
     "snr_gamma": (0.0, 100.0),
+    "guidance_embedding": (0.0, 30.0),
     "offset_noise": (0.0, 1.0),
     "resolution": (0, 2048),
     "preview_every": (0, 100_000),
@@ -117,6 +118,10 @@ class TrainConfig:
     # Loss options.
     snr_gamma: float = 0.0  # 0 = off; 5.0 is the paper's value
     offset_noise: float = 0.0
+    # Flow-matching models (SD3, FLUX.1; studio.models.flow_families): how training times are drawn and weighted
+    # (auto = the family's DreamBooth script's: SD3 logit_normal, FLUX none), and FLUX.1-dev's guidance input.
+    weighting_scheme: Literal["auto", "none", "logit_normal", "mode", "cosmap", "sigma_sqrt"] = "auto"
+    guidance_embedding: float = 3.5
     # Data.
     resolution: int = 0  # 0 = the base model's native size
     random_flip: bool = False
@@ -124,6 +129,11 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
     cache_latents: bool = True
+    # The denoiser's frozen weights in 8 or 4 bits (bitsandbytes LLM.int8 / NF4, as QLoRA): an adapter trains on top.
+    # Needs a CUDA GPU. Frozen text encoders can leave the GPU once every prompt is encoded (they come back only to
+    # draw previews): what lets FLUX.1-dev train on a 24 GB card.
+    quantize: Literal["none", "int8", "nf4"] = "none"
+    offload_text_encoders: bool = False
     # Previews, checkpoints, safety.
     preview_every: int = 0  # 0 = four previews per run
     # The most of the run's time previews may take: a preview due by preview_every is skipped while drawing it (and
@@ -383,6 +393,12 @@ def check_consistency(config: TrainConfig) -> None:
     if config.method == "lora" and config.adapter in ("lokr", "loha") and config.lora_dropout:
         raise ConfigError(f"lora_dropout does not apply to adapter = {config.adapter!r} (peft's LyCORIS adapters use "
                           "their own dropouts); leave it at 0 or pick lora, locon or dora")
+    if config.quantize != "none" and config.method == "full":
+        raise ConfigError(f"quantize = {config.quantize!r} freezes the model's weights in {config.quantize}; a full "
+                          "fine-tune changes them: use method = 'lora', or quantize = 'none'")
+    if config.offload_text_encoders and config.trains_text_encoder:
+        raise ConfigError("offload_text_encoders moves frozen text encoders off the GPU after encoding the prompts; "
+                          "this run trains a text encoder: set train_text_encoder = false, or offload_text_encoders = false")
     if config.learns_token:
         _check_token_settings(config)
     elif config.num_vectors != 1:

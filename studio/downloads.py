@@ -33,9 +33,11 @@ class Download:
 DIFFUSERS_READS = ("lora", "locon", "dora")
 
 
-def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: str = "") -> list[Download]:
+def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: str = "",
+                  kohya_format: bool = True) -> list[Download]:
     """The run's outputs as downloads, most useful first; [] before the run has finished. `token`: a learned
-    token's ("<sks>"), whose A1111 embedding is `sks.safetensors`."""
+    token's ("<sks>"), whose A1111 embedding is `sks.safetensors`; `kohya_format` False: the base model's family
+    (SD3, FLUX) has no kohya file, and ComfyUI reads diffusers' LoRA file."""
     out = run.output
     if not out.is_dir():
         return []
@@ -45,7 +47,8 @@ def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: 
         found.append(Download(out / EMBEDDINGS_FILE, f"embedding for diffusers: `pipe.load_textual_inversion(...)`, "
                                                      f"then write {token or 'its token'} in the prompt"))
     if (out / LORA_FILE).is_file():
-        found.append(Download(out / LORA_FILE, "LoRA for diffusers: `pipe.load_lora_weights(...)`" if adapter in
+        comfy = "" if kohya_format else " and ComfyUI: put it in `models/loras`"
+        found.append(Download(out / LORA_FILE, f"LoRA for diffusers: `pipe.load_lora_weights(...)`{comfy}" if adapter in
                               DIFFUSERS_READS else f"{adapter} weights for DreamBooth Studio (diffusers cannot load "
                               f"{adapter}; use the kohya file in A1111 / ComfyUI)"))
     for path in sorted(out.glob("*.safetensors")):
@@ -62,7 +65,7 @@ def run_downloads(run: RunFolder, file_stem: str, adapter: str = "lora", token: 
             found.append(Download(path, "the whole model in one file, for A1111 / ComfyUI: put it in `models/Stable-diffusion`"))
     if (out / FULL_MODEL_DIR).is_dir():
         found.append(Download(zipped_model(run, file_stem),
-                              "the whole model for diffusers: unzip, then `StableDiffusionPipeline.from_pretrained(folder)`"))
+                              "the whole model for diffusers: unzip, then `DiffusionPipeline.from_pretrained(folder)`"))
     if (out / DETAIL_VAE_DIR).is_dir():
         found.append(Download(zipped_folder(run, DETAIL_VAE_DIR, f"{file_stem}-vae"),
                               "the detail stage's VAE for diffusers: unzip, then "

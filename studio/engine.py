@@ -269,7 +269,18 @@ class Studio:
         config = run.train_config()
         if config is None:
             return []
-        return run_downloads(run, config.file_stem, config.adapter, config.token if config.learns_token else "")
+        return run_downloads(run, config.file_stem, config.adapter, config.token if config.learns_token else "",
+                             kohya_format=self._base_family(run).kohya_format)
+
+    def _base_family(self, run: RunFolder):
+        """The family of the base model a run trained on (SD's when it cannot be read any more, or only the hub
+        could tell)."""
+        from studio.models.families import FAMILIES
+
+        try:
+            return FAMILIES.get(self.base_models.source(run.read_meta().base_model).family, FAMILIES["sd"])
+        except (ValueError, OSError):  # the model was moved or deleted since: its files still download
+            return FAMILIES["sd"]
 
     def prompt_suggestions(self, user: str, identifier: str = "", class_noun: str = "") -> list[str]:
         """Prompts for the user's current subject (the newest run's trigger phrase, else the one given) in places

@@ -44,6 +44,20 @@ def tiny_sdxl(tmp_path_factory) -> Path:
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))
 
 
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> Path:
+    from studio.world.flow_bases import write_tiny_sd3
+
+    return write_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    from studio.world.flow_bases import write_tiny_flux
+
+    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+
+
 def write_photos(folder: Path, count: int = 3, size: int = 64) -> Path:
     """Distinct, deterministic photos (coloured squares on noise)."""
     folder.mkdir(parents=True, exist_ok=True)

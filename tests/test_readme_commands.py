@@ -5,7 +5,8 @@ studio ...` line (several processes), is parsed by the CLI's real parser, and ev
 seconds on the built-in model is run, verbatim and in README order, as `python -m studio ...` (under its launcher,
 as `python -m accelerate...` / `python -m torch.distributed.run`) in a temporary folder
 laid out like the repository root (its `assets/` copied in, STUDIO_HOME a temporary folder). `python -c` lines in
-the same blocks (the inpaint mask) run too. The set-up commands (`bash .ci/setup ...`) are neither parsed nor run.
+the same blocks (the inpaint mask) and `python -m studio.world.flow_bases` lines (the tiny FLUX.1 later lines train
+on) run too. The set-up commands (`bash .ci/setup ...`) are neither parsed nor run.
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ PARSE_ONLY = {  # a part of the line -> why that line is only parsed, not run
     "--base-model stable-diffusion-v1-5/": "downloads Stable Diffusion 1.5 from the hub (4 GB; no network in tests)",
     "torchrun --nproc_per_node 4": "four processes: the accelerate line before it runs the same launch on two "
                                    "(and tests/training/test_distributed.py runs torchrun itself)",
+    "--base-model black-forest-labs/": "downloads FLUX.1-dev from the hub (gated, 30 GB) and needs a CUDA GPU",
 }
+# Module lines that run too: they make what later lines train on (the tiny FLUX.1 of studio.world.flow_bases).
+MODULE_LINES = ("python -m studio.world.flow_bases ",)
 LAUNCHERS = {  # a launcher's command -> how this interpreter runs it (its console script's module)
     "accelerate": ["-m", "accelerate.commands.accelerate_cli"],
     "torchrun": ["-m", "torch.distributed.run"],
@@ -49,7 +53,7 @@ def readme_lines() -> list[str]:
         if joined.endswith("\\"):
             joined = joined[:-1].rstrip() + " "
             continue
-        if joined.startswith(("python -m studio ", "studio ", "python -c ")) or (
+        if joined.startswith(("python -m studio ", "studio ", "python -c ", *MODULE_LINES)) or (
                 joined.split(" ")[0] in LAUNCHERS and " -m studio " in joined):
             lines.append(joined)
         joined = ""

@@ -17,6 +17,7 @@ from PIL import Image
 
 from studio.evaluation.prompts import EvalPrompts
 from studio.evaluation.scores import Drawn, EvalImages
+from studio.inference.pipelines import call_kwargs
 from studio.workspace import BASE_SCORES_CACHE
 
 
@@ -31,10 +32,11 @@ def draw_eval_images(pipe, prompts: EvalPrompts, *, resolution: int, steps: int,
     wanted = [pair for pair in prompts.pairs() if pair not in reuse]
     drawn: dict[tuple[str, int], Image.Image] = dict(reuse)
     if wanted:
-        device = pipe.unet.device
+        device = pipe.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
             images = pipe([p for p, _ in wanted], num_inference_steps=steps, guidance_scale=guidance, height=resolution,
-                          width=resolution, generator=[torch.Generator("cpu").manual_seed(s) for _, s in wanted]).images
+                          width=resolution, generator=[torch.Generator("cpu").manual_seed(s) for _, s in wanted],
+                          **call_kwargs(pipe)).images
         drawn.update(zip(wanted, images))
     pick = lambda texts: tuple(Drawn(p, s, drawn[(p, s)]) for p in texts for s in prompts.seeds)
     return EvalImages(prompts, pick(prompts.subject), pick(prompts.recontext), pick(prompts.classes))

@@ -20,6 +20,7 @@ from studio.evaluation.scores import ScorerUnavailable, Scores
 from studio.evaluation.session import evaluate, make_scorer
 from studio.events import EventLog, Finished
 from studio.inference.models import ModelRef, folder_ref
+from studio.inference.pipelines import native_size
 from studio.models.sources import ModelSource, model_fingerprint
 from studio.runs import LAST_DIR, RunFolder, parse_step, step_name
 
@@ -119,8 +120,8 @@ def _score_one(cache, scorer, prompts, config: TrainConfig, source: ModelSource,
     """Draw one model's evaluation pictures (the base model's from the cache when an earlier run drew them)."""
     ref = ModelRef(f"base:{source.location}", BASE, source) if folder is None else _ref(folder.name, folder, source)
     with cache.lock:
-        pipe = cache.pipeline(ref, "dpm++")  # the scheduler training-time scoring and the previews draw with
-        resolution = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+        pipe = cache.pipeline(ref, None)  # the scheduler training-time scoring and the previews draw with
+        resolution = native_size(pipe)
         settings = dict(resolution=resolution, steps=config.preview_steps, guidance=config.preview_guidance)
         cached_dir = cached = None
         if folder is None:

@@ -179,19 +179,12 @@ class TrainingScorer:
                 for p, s, path in zip(event.prompts, event.seeds, event.images) if (p, s) in wanted}
 
     def _draw(self, prompts: EvalPrompts, reuse: Reuse | None = None) -> EvalImages:
-        from studio.inference.pipelines import build_pipeline
+        from studio.inference.pipelines import build_pipeline, drawing_mode
 
-        modules = [self.comps.unet, *self.comps.text_encoders]
-        modes = [m.training for m in modules]
-        try:
-            for m in modules:
-                m.eval()
+        with drawing_mode(self.comps):
             return draw_eval_images(build_pipeline(self.comps), prompts, resolution=self.resolution,
                                     steps=self.config.preview_steps, guidance=self.config.preview_guidance,
                                     autocast=self.autocast, reuse=reuse)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
 
     def _base_pictures(self, prompts: EvalPrompts) -> EvalImages:
         folder = base_cache_dir(self.cache_root, model_fingerprint(self.comps.source), prompts, resolution=self.resolution,

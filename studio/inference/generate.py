@@ -14,7 +14,7 @@ from PIL import Image
 
 from studio.inference.grid import labelled_grid
 from studio.inference.models import ModelRef
-from studio.inference.pipelines import SCHEDULERS, PipelineCache
+from studio.inference.pipelines import SCHEDULERS, PipelineCache, call_kwargs, native_size
 
 
 class InferenceError(ValueError):
@@ -59,7 +59,7 @@ def _generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def _size(pipe, settings: DrawSettings) -> int:
-    return settings.size or int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+    return settings.size or native_size(pipe)
 
 
 def generate(cache: PipelineCache, ref: ModelRef, settings: DrawSettings) -> DrawResult:
@@ -73,7 +73,7 @@ def generate(cache: PipelineCache, ref: ModelRef, settings: DrawSettings) -> Dra
             [ref.spoken(settings.prompt)] * len(seeds),
             negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
             num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size, width=size,
-            generator=_generators(seeds),
+            generator=_generators(seeds), **call_kwargs(pipe),
         ).images
     return DrawResult(images, seeds, time.perf_counter() - tic, labels=[ref.label] * len(images))
 
@@ -96,7 +96,7 @@ def compare(cache: PipelineCache, refs: list[ModelRef], prompts: list[str], sett
             columns.append(pipe(
                 [ref.spoken(p) for p, _ in pairs], negative_prompt=[settings.negative_prompt] * len(pairs) if settings.negative_prompt else None,
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size, width=size,
-                generator=_generators([s for _, s in pairs]),
+                generator=_generators([s for _, s in pairs]), **call_kwargs(pipe),
             ).images)
     rows = [[column[i] for column in columns] for i in range(len(pairs))]
     row_labels = [f"{p} (seed {s})" for p, s in pairs]
@@ -144,7 +144,7 @@ def inpaint(cache: PipelineCache, ref: ModelRef, image: Image.Image, mask: Image
         drawn = pipe(
             [ref.spoken(settings.prompt)] * len(seeds), image=source, mask_image=_model_mask(region.crop(alpha, box), size),
             strength=strength, num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=size,
-            width=size, generator=_generators(seeds),
+            width=size, generator=_generators(seeds), **call_kwargs(pipe),
         ).images
     images = [region.paste(picture, d.convert("RGB").resize((side, side), Image.Resampling.LANCZOS), alpha, box)
               for d in drawn]

@@ -9,6 +9,7 @@ must never be active in another's.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from pathlib import Path
@@ -16,18 +17,23 @@ from collections import OrderedDict
 
 import torch
 
-from studio.models.families import Components, load_components
+from studio.models.families import Components, family_of_pipeline, load_components
 from studio.inference.models import ModelRef
 from studio.inference.schedulers import SCHEDULERS
 from studio.models.sources import ModelSource, resolve_source
 
 
 
-def make_scheduler(name: str, config: dict):
+def make_scheduler(name: str, config: dict, family=None):
     import diffusers
 
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; use one of: {', '.join(SCHEDULERS)}")
+    if family is not None and family.schedulers is not None:
+        if name not in family.schedulers:
+            raise ValueError(f"{family.title} draws with its flow-matching sampler, not {name!r}: pick one of "
+                             f"{', '.join(family.schedulers)}")
+        return getattr(diffusers, config.get("_class_name", "FlowMatchEulerDiscreteScheduler")).from_config(config)
     class_name = SCHEDULERS[name] or config.get("_class_name", "DDIMScheduler")
     scheduler_class = getattr(diffusers, class_name)
     overrides = {}
@@ -38,12 +44,47 @@ def make_scheduler(name: str, config: dict):
     return scheduler_class.from_config(config, **overrides)
 
 
-def build_pipeline(comps: Components, scheduler: str = "dpm++", kind: str = "txt2img", device=None):
+def build_pipeline(comps: Components, scheduler: str | None = None, kind: str = "txt2img", device=None):
     """The one way the studio makes a pipeline over loaded parts: previews, class images, export and drawing.
-    DPM-Solver++ by default: it gives clean pictures in 20 steps, so previews and class images stay cheap."""
-    pipe = comps.family.build_pipeline(comps, make_scheduler(scheduler, comps.scheduler_config), kind)
+    `scheduler` None: the family's default (DPM-Solver++ for SD: clean pictures in 20 steps, so previews and class
+    images stay cheap)."""
+    family = comps.family
+    chosen = make_scheduler(scheduler or family.default_scheduler, comps.scheduler_config, family)
+    pipe = family.build_pipeline(comps, chosen, kind)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if device is not None else pipe
+
+
+@contextlib.contextmanager
+def drawing_mode(comps: Components):
+    """Draw with a model that is training: its modules in eval mode, and text encoders that were moved off the GPU
+    after caching (offload_text_encoders) back beside the denoiser; all as they were afterwards."""
+    modules = [comps.denoiser, *comps.text_encoders]
+    modes = [m.training for m in modules]
+    device = next(comps.denoiser.parameters()).device
+    away = [(e, next(e.parameters()).device) for e in comps.text_encoders if next(e.parameters()).device != device]
+    try:
+        for m in modules:
+            m.eval()
+        for encoder, _ in away:
+            encoder.to(device)
+        yield
+    finally:
+        for encoder, home in away:
+            encoder.to(home)
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def native_size(pipe) -> int:
+    """The pixel size a pipeline's model was trained at."""
+    family = family_of_pipeline(pipe)
+    return family.native_size(getattr(pipe, family.denoiser_name), pipe.vae)
+
+
+def call_kwargs(pipe) -> dict:
+    """What every drawing call passes besides prompt, steps, guidance and size (T5's length for SD3 / FLUX)."""
+    return family_of_pipeline(pipe).draw_kwargs(pipe)
 
 
 class PipelineCache:
@@ -75,7 +116,7 @@ class PipelineCache:
             return self._load(ref.key, lambda: self._with_lycoris(ref))
         return None
 
-    def pipeline(self, ref: ModelRef, scheduler: str = "default", kind: str = "txt2img"):
+    def pipeline(self, ref: ModelRef, scheduler: str | None = "default", kind: str = "txt2img"):
         """A pipeline drawing with `ref`'s weights (its LoRA active, others off). Call with `self.lock` held."""
         own = self._own_components(ref)
         comps = own or self._load(_base_key(ref.base), lambda: load_components(ref.base))
@@ -105,7 +146,7 @@ class PipelineCache:
             old, _ = self._models.popitem(last=False)
             self._adapters.pop(old, None)
         comps = loader()
-        for module in [comps.unet, comps.vae, *comps.text_encoders]:
+        for module in [comps.denoiser, comps.vae, *comps.text_encoders]:
             module.to(self.device).eval()
         self._models[key] = comps
         return comps
@@ -115,8 +156,9 @@ class PipelineCache:
 
         base = load_components(ref.base)
         state = load_file(str(ref.unet_state_file))
-        unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
-        base.unet.load_state_dict(unet_state, strict=False)
+        prefix = base.family.denoiser_name + "."  # the checkpoint's keys are the run's module names
+        base.denoiser.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                      strict=False)
         for i, encoder in enumerate(base.text_encoders):
             prefix = f"text_encoder_{i}."
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -138,7 +180,7 @@ class PipelineCache:
             from studio.models.lora_formats import inject_adapter_file, load_lora_for_inference
 
             if _is_lycoris(ref):
-                inject_adapter_file(comps.unet, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
+                inject_adapter_file(comps.denoiser, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
             else:
                 load_lora_for_inference(pipe, ref.lora_file, _adapter_name(ref.key))
         return comps
@@ -149,7 +191,7 @@ class PipelineCache:
         from studio.models.lora_formats import inject_adapter_file
 
         comps = load_components(ref.base)
-        inject_adapter_file(comps.unet, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
+        inject_adapter_file(comps.denoiser, comps.text_encoders, ref.lora_file, _adapter_name(ref.key))
         return comps
 
     def _activate_lora(self, pipe, ref: ModelRef) -> None:

@@ -62,12 +62,14 @@ class ModelCatalog:
         source = self.source(spec)
         if source.kind in ("builtin", "folder"):
             try:
-                unet = json.loads((Path(source.location) / "unet" / "config.json").read_text())
                 vae = json.loads((Path(source.location) / "vae" / "config.json").read_text())
+                if source.family in ("sd3", "flux"):  # as studio.models.flow_families reads it from the loaded VAE
+                    return int(vae["sample_size"])
+                unet = json.loads((Path(source.location) / "unet" / "config.json").read_text())
                 return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
             except (OSError, KeyError, ValueError):
                 pass
-        return 1024 if source.family == "sdxl" else 512
+        return 1024 if source.family in ("sdxl", "sd3", "flux") else 512  # a hub id ("auto"): SD 1.5's, as before
 
     def example_contexts(self, spec: str | None = None) -> tuple[str, ...]:
         """Places to draw a subject that this base model knows: the built-in model only knows its world's

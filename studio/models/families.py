@@ -1,101 +1,39 @@
-"""Model families: what differs between SD 1.x/2.x and SDXL, behind one interface.
+"""Model families: what differs between SD 1.x/2.x, SDXL, SD3 and FLUX.1, behind one interface
+(studio.models.family_base), and the registry that picks one for a base model.
 
-Each family knows how to load its components, turn prompts into the UNet's
-conditioning, which layers LoRA targets, and how to build its pipelines and
-save LoRA files. The trainer and the inference code ask the family; they never
-branch on the model type themselves.
+Each family knows how to load its components, turn prompts into the denoiser's
+conditioning, what the denoiser is trained to predict (studio.training.objectives)
+and how it is called, which layers LoRA targets, and how to build its pipelines
+and save LoRA files. The trainer and the inference code ask the family; they
+never branch on the model type themselves. SD3 and FLUX.1 live in
+studio.models.flow_families.
 """
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from studio.models.family_base import Components, ModelFamily, load_pipeline  # noqa: F401  (the seam, re-exported)
+from studio.models.flow_families import FluxFamily, StableDiffusion3Family
 from studio.models.sources import ModelLoadError, ModelSource
-
-
-@dataclass
-class Components:
-    """The loaded parts of a base model (trainable or frozen) and the family that drives them."""
-
-    family: "ModelFamily"
-    source: ModelSource
-    tokenizers: list[Any]
-    text_encoders: list[torch.nn.Module]
-    vae: torch.nn.Module
-    unet: torch.nn.Module
-    scheduler_config: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
-
-    @property
-    def prediction_type(self) -> str:
-        return self.scheduler_config.get("prediction_type", "epsilon")
-
-
-class ModelFamily:
-    name = "base"
-    pipeline_class_name = ""
-    inpaint_class_name = ""
-    unet_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
-    text_lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj")
-    # LoCon's extra targets: the ResNet blocks' convolutions, where SD-style UNets draw edges and texture
-    unet_conv_targets = ("conv1", "conv2", "conv_shortcut")
-
-    # -- loading ---------------------------------------------------------------
-    def pipeline_class(self, kind: str = "txt2img"):
-        import diffusers
-
-        return getattr(diffusers, self.inpaint_class_name if kind == "inpaint" else self.pipeline_class_name)
-
-    def load(self, source: ModelSource) -> Components:
-        pipe = load_pipeline(self.pipeline_class(), source)
-        return self.components_from_pipeline(pipe, source)
-
-    def components_from_pipeline(self, pipe, source: ModelSource) -> Components:
-        raise NotImplementedError
-
-    def build_pipeline(self, comps: Components, scheduler, kind: str = "txt2img"):
-        raise NotImplementedError
-
-    # -- conditioning ----------------------------------------------------------
-    def tokenize(self, comps: Components, prompts: list[str]) -> list[torch.Tensor]:
-        return [
-            tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-            for tok in comps.tokenizers
-        ]
-
-    def encode(self, comps: Components, token_ids: list[torch.Tensor], resolution: int) -> dict[str, Any]:
-        """UNet keyword arguments (encoder_hidden_states, ...) for a batch of tokenized prompts."""
-        raise NotImplementedError
-
-    def save_lora(self, folder, unet_layers: dict, text_layers: list[dict | None]) -> None:
-        raise NotImplementedError
 
 
 class StableDiffusionFamily(ModelFamily):
     """SD 1.x and 2.x: one CLIP text encoder, the last hidden state conditions the UNet."""
 
     name = "sd"
+    title = "Stable Diffusion 1.x/2.x"
     pipeline_class_name = "StableDiffusionPipeline"
     inpaint_class_name = "StableDiffusionInpaintPipeline"
 
     def components_from_pipeline(self, pipe, source):
-        return Components(self, source, [pipe.tokenizer], [pipe.text_encoder], pipe.vae, pipe.unet, dict(pipe.scheduler.config))
+        return Components(self, source, [pipe.tokenizer], [pipe.text_encoder], pipe.vae, pipe.unet,
+                          dict(pipe.scheduler.config))
 
     def build_pipeline(self, comps, scheduler, kind="txt2img"):
         return self.pipeline_class(kind)(
-            vae=comps.vae, text_encoder=comps.text_encoders[0], tokenizer=comps.tokenizers[0], unet=comps.unet,
+            vae=comps.vae, text_encoder=comps.text_encoders[0], tokenizer=comps.tokenizers[0], unet=comps.denoiser,
             scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
 
@@ -115,6 +53,8 @@ class StableDiffusionXLFamily(ModelFamily):
     """SDXL: two text encoders (penultimate states concatenated), pooled text and size ids as added conditioning."""
 
     name = "sdxl"
+    title = "SDXL"
+    text_encoder_names = ("text_encoder", "text_encoder_2")
     pipeline_class_name = "StableDiffusionXLPipeline"
     inpaint_class_name = "StableDiffusionXLInpaintPipeline"
 
@@ -127,7 +67,7 @@ class StableDiffusionXLFamily(ModelFamily):
     def build_pipeline(self, comps, scheduler, kind="txt2img"):
         return self.pipeline_class(kind)(
             vae=comps.vae, text_encoder=comps.text_encoders[0], text_encoder_2=comps.text_encoders[1],
-            tokenizer=comps.tokenizers[0], tokenizer_2=comps.tokenizers[1], unet=comps.unet, scheduler=scheduler,
+            tokenizer=comps.tokenizers[0], tokenizer_2=comps.tokenizers[1], unet=comps.denoiser, scheduler=scheduler,
         )
 
     def encode(self, comps, token_ids, resolution):
@@ -152,39 +92,19 @@ class StableDiffusionXLFamily(ModelFamily):
         )
 
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusionFamily(), StableDiffusionXLFamily())}
 
 
-def load_pipeline(pipeline_class, source: ModelSource, **kwargs):
-    """The real diffusers loaders, with failures turned into advice."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    common = dict(dtype=torch.float32, **kwargs)
-    try:
-        if source.kind == "single_file":
-            return pipeline_class.from_single_file(
-                source.location, config=source.config_dir, local_files_only=source.config_dir is not None or offline,
-                **common,
-            )
-        extra = {"safety_checker": None, "requires_safety_checker": False} if "XL" not in pipeline_class.__name__ else {}
-        return pipeline_class.from_pretrained(
-            source.location, local_files_only=offline or source.kind != "hub", use_safetensors=not source.allow_pickle,
-            **extra, **common,
-        )
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # diffusers raises many types here; the user needs one clear message
-        raise ModelLoadError(_advice(source, exc)) from exc
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusionFamily(), StableDiffusionXLFamily(),
+                                                          StableDiffusion3Family(), FluxFamily())}
 
 
-def _advice(source: ModelSource, exc: Exception) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if source.kind == "hub":
-        return (f"could not load {source.location!r} from the Hugging Face Hub ({text[:300]}). Without network, download "
-                "the model elsewhere and pass its local folder with --base-model PATH")
-    if source.kind == "single_file" and source.config_dir is None:
-        return (f"could not load the single file {source.location!r} ({text[:300]}). Offline, the studio needs the matching "
-                "diffusers config: pass a folder of the same architecture with --base-config PATH")
-    return f"could not load {source.location!r} ({text[:400]}); check the files are complete and unmodified"
+def family_of_pipeline(pipe) -> ModelFamily:
+    """The family a diffusers pipeline object belongs to (by its class)."""
+    name = type(pipe).__name__
+    for family in FAMILIES.values():
+        if name in (family.pipeline_class_name, family.inpaint_class_name):
+            return family
+    raise ModelLoadError(f"{name} is not a pipeline of a family the studio knows")
 
 
 def family_for(source: ModelSource) -> ModelFamily:
@@ -199,30 +119,37 @@ def family_for(source: ModelSource) -> ModelFamily:
 LOADING_LOCK = threading.RLock()
 
 
-def load_components(source: ModelSource) -> Components:
-    """Load a base model's parts on the CPU in fp32 (the trainer moves and casts them)."""
+def load_components(source: ModelSource, *, quantize: str = "none") -> Components:
+    """Load a base model's parts on the CPU in fp32 (the trainer moves and casts them); `quantize` ("int8", "nf4"):
+    the denoiser in 8 or 4 bits on the GPU, the rest in bf16."""
     with LOADING_LOCK:
-        return _load_components(source)
+        return _load_components(source, quantize)
 
 
-def _load_components(source: ModelSource) -> Components:
-    if source.family == "auto":  # a hub id: try SD first, then SDXL, with the real loaders
-        try:
-            comps = FAMILIES["sd"].load(source)
-        except ModelLoadError as first:
+def _load_components(source: ModelSource, quantize: str = "none") -> Components:
+    if source.family == "auto":  # a hub id: its model_index.json names the family; else try SD, then SDXL
+        from studio.models.sources import hub_family
+
+        named = hub_family(source.location)
+        if named is not None:
+            comps = FAMILIES[named].load(source, quantize)
+        else:
             try:
-                comps = FAMILIES["sdxl"].load(source)
-            except ModelLoadError:
-                raise first
+                comps = FAMILIES["sd"].load(source, quantize)
+            except ModelLoadError as first:
+                try:
+                    comps = FAMILIES["sdxl"].load(source, quantize)
+                except ModelLoadError:
+                    raise first
     else:
-        comps = family_for(source).load(source)
+        comps = family_for(source).load(source, quantize)
     check_finite(comps)
     return comps
 
 
 def check_finite(comps: Components) -> None:
     """NaN/inf weights make every picture black; say so at load, not after an hour of training."""
-    for name, module in [("unet", comps.unet), ("vae", comps.vae)] + [(f"text_encoder_{i}", m) for i, m in enumerate(comps.text_encoders)]:
+    for name, module in [(comps.family.denoiser_name, comps.denoiser), ("vae", comps.vae)] + [(f"text_encoder_{i}", m) for i, m in enumerate(comps.text_encoders)]:
         for pname, param in module.named_parameters():
             if not torch.isfinite(param).all():
                 raise ModelLoadError(f"{comps.source.label}: {name}.{pname} holds NaN or infinite weights; the file is damaged")

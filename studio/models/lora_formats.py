@@ -198,13 +198,15 @@ def save_lora_files(folder, family, unet_peft_sd: dict, text_peft_sds: list[dict
     if adapter in LYCORIS:
         _atomic_save(_studio_adapter_state(unet_peft_sd, text_peft_sds), folder / DIFFUSERS_LORA_NAME,
                      {STUDIO_ADAPTER_KEY: json.dumps({"type": adapter, "r": rank, "alpha": float(alpha),
-                                                      "unet_targets": list(family.unet_lora_targets),
+                                                      "unet_targets": list(family.lora_targets),
                                                       "text_targets": list(family.text_lora_targets)})})
         state = to_lycoris(unet_peft_sd, text_peft_sds, adapter, rank, alpha, family.name)
     else:
         family.save_lora(folder, _scaled_for_diffusers(unet_peft_sd, alpha, conv_alpha),
                          [_text_dora_named(_scaled_for_diffusers(sd, alpha, conv_alpha)) if sd else None
                           for sd in text_peft_sds])
+        if not family.kohya_format:  # SD3 / FLUX: ComfyUI and diffusers both read diffusers' file
+            return {"diffusers": folder / DIFFUSERS_LORA_NAME}
         state = to_kohya(unet_peft_sd, text_peft_sds, alpha, family.name, conv_alpha)
     _atomic_save(state, kohya_path, kohya_metadata(family.name, rank, alpha, metadata, adapter, conv))
     return {"diffusers": folder / DIFFUSERS_LORA_NAME, "kohya": kohya_path}
@@ -262,6 +264,36 @@ def inject_adapter_file(unet, text_encoders, file, adapter_name: str = "default"
                                  "unexpected weights); was it trained on another model family?")
 
 
+# What a LoRA file was trained on, from its key names: FLUX has single-stream blocks (diffusers' names, kohya's and
+# BFL's), SD3 only joint ones; UNet LoRAs are SD 1.x/2.x or SDXL (told apart by diffusers' own loader).
+_FLUX_MARKERS = ("single_transformer_blocks", "single_blocks", "double_blocks")
+_SD3_MARKERS = ("transformer_blocks", "joint_blocks")
+_UNET_TITLE = "Stable Diffusion 1.x/2.x or SDXL"
+
+
+def lora_family(keys) -> str:
+    """"flux", "sd3" or "unet" (SD 1.x/2.x, SDXL) for a LoRA file's keys."""
+    keys = list(keys)
+    if any(marker in k for k in keys for marker in _FLUX_MARKERS):
+        return "flux"
+    if any(marker in k for k in keys for marker in _SD3_MARKERS) and not any("unet" in k for k in keys):
+        return "sd3"
+    return "unet"
+
+
+def _check_family(name: str, keys, pipeline) -> None:
+    """An SD3 LoRA on FLUX (or any such pair) is refused by name, before diffusers fails on missing layers."""
+    from studio.models.families import FAMILIES, family_of_pipeline
+
+    base = family_of_pipeline(pipeline)
+    base_kind = base.name if base.name in ("sd3", "flux") else "unet"
+    trained = lora_family(keys)
+    if trained != base_kind:
+        trained_title = FAMILIES[trained].title if trained in FAMILIES else _UNET_TITLE
+        raise ModelLoadError(f"{name} is a {trained_title} LoRA and this base model is {base.title}: load it on a "
+                             f"{trained_title} base model (the one it was trained on)")
+
+
 def load_lora_for_inference(pipeline, path, adapter_name: str = "default"):
     """`pipeline.load_lora_weights`, with a damaged or wrong file reported as a ModelLoadError saying why."""
     path = Path(path)
@@ -278,6 +310,7 @@ def load_lora_for_inference(pipeline, path, adapter_name: str = "default"):
     if any(".lokr_" in k or ".hada_" in k for k in keys):
         raise ModelLoadError(f"{file.name} is a LoKr / LoHa (LyCORIS) file, which diffusers cannot draw with: use it in "
                              "A1111 or ComfyUI; the studio draws the LoKr / LoHa runs it trained from their own files")
+    _check_family(file.name, keys, pipeline)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=adapter_name)
     except Exception as exc:  # diffusers/peft raise many types; mismatched architectures are the common case

@@ -33,7 +33,7 @@ def _parts(comps_or_pipeline):
     """(unet, vae, text encoders, family name) from a studio `Components` or a diffusers pipeline."""
     if hasattr(comps_or_pipeline, "text_encoders"):
         encoders = comps_or_pipeline.text_encoders
-        return comps_or_pipeline.unet, comps_or_pipeline.vae, encoders, getattr(comps_or_pipeline.family, "name", "sd")
+        return comps_or_pipeline.denoiser, comps_or_pipeline.vae, encoders, getattr(comps_or_pipeline.family, "name", "sd")
     pipe = comps_or_pipeline
     encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
     return pipe.unet, pipe.vae, encoders, "sdxl" if len(encoders) > 1 else "sd"

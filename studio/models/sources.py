@@ -32,7 +32,7 @@ class ModelLoadError(ValueError):
 class ModelSource:
     kind: Literal["builtin", "folder", "single_file", "hub"]
     location: str  # a path for local kinds, the repo id for the hub
-    family: str  # "sd" or "sdxl"; "auto" when only loading can tell (hub ids)
+    family: str  # "sd", "sdxl", "sd3" or "flux"; "auto" when only loading can tell (hub ids)
     config_dir: str | None = None  # diffusers config folder for single files (offline)
     allow_pickle: bool = False
 
@@ -89,11 +89,47 @@ def family_of_folder(path: Path) -> str:
         name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{index} is not valid JSON ({exc}); the download may be incomplete") from exc
+    family = family_of_pipeline_name(name)
+    if family is None:
+        raise ModelLoadError(f"{path} holds a {name or 'unknown'} model; the studio trains Stable Diffusion 1.x/2.x, "
+                             "SDXL, Stable Diffusion 3 / 3.5 and FLUX.1")
+    return family
+
+
+def family_of_pipeline_name(name: str) -> str | None:
+    """A model_index.json's `_class_name` -> the studio's family (None: not one it trains)."""
+    if name.startswith("Flux"):
+        return "flux"
+    if name.startswith("StableDiffusion3"):
+        return "sd3"
     if "XL" in name:
         return "sdxl"
     if name.startswith("StableDiffusion"):
         return "sd"
-    raise ModelLoadError(f"{path} holds a {name or 'unknown'} model; the studio trains Stable Diffusion 1.x/2.x and SDXL")
+    return None
+
+
+def hub_family(repo_id: str) -> str | None:
+    """A hub model's family from its model_index.json (one small download), or None when it cannot be read: the
+    loaders then try the SD families and say what went wrong."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        index = hf_hub_download(repo_id, "model_index.json")
+        return family_of_pipeline_name(json.loads(Path(index).read_text(encoding="utf-8")).get("_class_name", ""))
+    except Exception as exc:  # offline, gated, missing: the family loaders report it with advice
+        if is_gated_error(exc):
+            raise ModelLoadError(gated_advice(repo_id)) from exc
+        return None
+
+
+def is_gated_error(exc: Exception) -> bool:
+    return "GatedRepo" in type(exc).__name__ or "gated" in str(exc).lower()
+
+
+def gated_advice(repo_id: str) -> str:
+    return (f"{repo_id!r} is a gated model: accept its licence on https://huggingface.co/{repo_id}, then log in "
+            "(`hf auth login`, or set HF_TOKEN) and try again")
 
 
 def _single_file_source(path: Path, config_dir: str | None, allow_pickle: bool) -> ModelSource:
@@ -109,6 +145,10 @@ def _single_file_source(path: Path, config_dir: str | None, allow_pickle: bool) 
     if suffix != ".safetensors":
         raise ModelLoadError(f"{path.name}: unsupported model file type {suffix!r}; use .safetensors")
     keys = safetensors_keys(path)
+    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.", "joint_blocks.",
+                         "model.diffusion_model.joint_blocks.")) for k in keys):
+        raise ModelLoadError(f"{path.name} is a FLUX.1 or SD3 checkpoint in one file; the studio loads those models "
+                             "from a diffusers folder or a hub id (e.g. black-forest-labs/FLUX.1-dev): pass that instead")
     family = "sdxl" if any(k.startswith("conditioner.embedders.1") for k in keys) else "sd"
     if not any(k.startswith("model.diffusion_model.") for k in keys):
         raise ModelLoadError(f"{path.name} is not a Stable Diffusion checkpoint (no model.diffusion_model.* weights); "
@@ -118,6 +158,17 @@ def _single_file_source(path: Path, config_dir: str | None, allow_pickle: bool) 
 
 def safetensors_keys(path: Path) -> list[str]:
     """Read a .safetensors header and check it describes the file: catches truncated downloads early."""
+    return list(_safetensors_header(path))
+
+
+def safetensors_parameters(path: Path) -> int:
+    """How many numbers a .safetensors file holds, from its header alone."""
+    import math
+
+    return sum(math.prod(entry["shape"]) for entry in _safetensors_header(path).values())
+
+
+def _safetensors_header(path: Path) -> dict:
     size = path.stat().st_size
     try:
         with path.open("rb") as fh:
@@ -132,4 +183,4 @@ def safetensors_keys(path: Path) -> list[str]:
         raise ModelLoadError(f"{path.name} is not a valid .safetensors file ({exc}); download it again") from exc
     if 8 + header_len + max(ends, default=0) > size:
         raise ModelLoadError(f"{path.name} is truncated ({size} bytes, its header needs more); download it again")
-    return [k for k in header if k != "__metadata__"]
+    return {k: v for k, v in header.items() if k != "__metadata__"}

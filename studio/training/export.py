@@ -61,7 +61,7 @@ def _save_lora(folder: Path, comps: Components, trainable: Trainable, config, me
     text = [get_peft_model_state_dict(te) if f"text_encoder_{i}" in trainable.modules and config.train_text_encoder
             else None for i, te in enumerate(comps.text_encoders)]
     adapter = trainable.adapter or "lora"
-    return save_lora_files(folder, comps.family, get_peft_model_state_dict(comps.unet), text,
+    return save_lora_files(folder, comps.family, get_peft_model_state_dict(comps.denoiser), text,
                            rank=config.lora_rank, alpha=config.lora_alpha, metadata=metadata, adapter=adapter,
                            conv=conv_rank_alpha(config) if adapter == "locon" else None)
 
@@ -130,7 +130,7 @@ def _write_verified(run: RunFolder, comps: Components, trainable: Trainable, res
         from studio.training.detail import save_detail_vae
 
         written.append(save_detail_vae(comps.vae, tmp / DETAIL_VAE_DIR))
-    written.append(write_model_card(tmp, run, resolved, source, scorecard))
+    written.append(write_model_card(tmp, run, resolved, source, scorecard, family=comps.family))
     verify_outputs(tmp, trainable.method, comps)
     return tmp, written
 
@@ -183,12 +183,12 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
             if not all(torch.isfinite(p).all() for p in vae.decoder.parameters()):
                 raise ExportError(f"{DETAIL_VAE_DIR}/ holds non-finite decoder weights")
         if method == "full":
-            unet_dir = folder / FULL_MODEL_DIR / "unet"
-            saved = load_file(str(next(unet_dir.glob("*.safetensors"))))
-            live = comps.unet.state_dict()
+            denoiser = comps.family.denoiser_name
+            saved = load_file(str(next((folder / FULL_MODEL_DIR / denoiser).glob("*.safetensors"))))
+            live = comps.denoiser.state_dict()
             name = next(iter(saved))
             if not torch.equal(saved[name].cpu().float(), live[name].detach().cpu().float()):
-                raise ExportError(f"the saved UNet differs from the trained one at {name}")
+                raise ExportError(f"the saved {denoiser} differs from the trained one at {name}")
     except ExportError:
         raise
     except Exception as exc:
@@ -197,6 +197,19 @@ def verify_outputs(folder: Path, method: str, comps: Components) -> None:
 
 _TAGS = {"lora": "lora", "full": "full-finetune", "textual_inversion": "textual-inversion",
          "pivotal": "lora, textual-inversion, pivotal-tuning"}
+
+
+def _flow_usage(config, source: ModelSource, family) -> list[str]:
+    """How to draw with an SD3 / FLUX LoRA, in diffusers and in ComfyUI (which reads diffusers' file for both)."""
+    if config.method != "lora":
+        return []
+    return ["## How to use", "", "```python", "import torch", f"from diffusers import {family.pipeline_class_name}",
+            f'pipe = {family.pipeline_class_name}.from_pretrained("{source.label}", torch_dtype=torch.bfloat16)',
+            f'pipe.load_lora_weights(".", weight_name="{LORA_FILE}")',
+            f'image = pipe("{config.resolved_instance_prompt} on the beach", '
+            f'guidance_scale={family.usual_guidance}).images[0]', "```", "",
+            f"ComfyUI: put `{LORA_FILE}` in `models/loras` and load it with a LoraLoader on the {family.title} model "
+            "(ComfyUI reads diffusers' LoRA format for this family, so there is no separate kohya file).", ""]
 
 
 def _usage(config) -> list[str]:
@@ -242,8 +255,10 @@ def _rates(config) -> str:
     return f"learning rate {config.learning_rate:g}" + (f", {token}" if config.learns_token else "")
 
 
-def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "") -> Path:
-    """`scorecard`: the scorecard's markdown (studio.evaluation.scorecard), placed before the settings."""
+def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, source: ModelSource, scorecard: str = "",
+                     family=None) -> Path:
+    """`scorecard`: the scorecard's markdown (studio.evaluation.scorecard), placed before the settings; `family`: the
+    base model's (studio.models.families), for how to load the files."""
     from studio.inference.grid import preview_grid
 
     config = resolved.config
@@ -267,7 +282,7 @@ def write_model_card(folder: Path, run: RunFolder, resolved: ResolvedConfig, sou
         where = f"`{FULL_MODEL_DIR}/vae`" if config.method == "full" else f"`{DETAIL_VAE_DIR}/`"
         lines += [f"Detail stage: the VAE decoder was fine-tuned on the subject's photos ({where}): "
                   "`AutoencoderKL.from_pretrained(...)`, passed as the pipeline's `vae=`.", ""]
-    lines += _usage(config)
+    lines += _usage(config) if family is None or family.kohya_format else _flow_usage(config, source, family)
     if grid is not None:
         lines += ["![samples](samples.png)", "", "Rows: training steps (the first row is the base model). Columns: prompts and seeds.", ""]
     if scorecard:

@@ -79,3 +79,48 @@ def make_optimizer(param_groups: list[dict], *, use_8bit: str, device: torch.dev
     notice = "8-bit Adam needs CUDA; using torch AdamW" if asked else None
     fused = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay, **fused), notice
+
+
+# Bytes a frozen denoiser weight takes on the GPU while training: bf16 under mixed precision, fp32 without, or 8 / 4
+# bits (NF4 plus its block constants with bitsandbytes' double quantisation: about 0.53 byte). Frozen text encoders
+# stay in half precision unless they are offloaded after the prompts are cached.
+_WEIGHT_BYTES = {"none": 2.0, "int8": 1.0, "nf4": 0.53}
+GIB = 1024**3
+
+
+class DeviceTooSmall(ValueError):
+    """The base model's weights alone would not fit the GPU with these settings; the message says what to pick."""
+
+
+def weights_on_device(source, config) -> int | None:
+    """Bytes of frozen weights a run keeps on the GPU, counted from the weight files' headers (nothing loaded);
+    None when the model is not a local folder (a hub model is counted once downloaded, at the next run)."""
+    from pathlib import Path
+
+    from studio.models.families import FAMILIES
+    from studio.models.sources import safetensors_parameters
+
+    root = Path(source.location)
+    family = FAMILIES.get(source.family)
+    if family is None or not root.is_dir():
+        return None
+    count = lambda pattern: sum(safetensors_parameters(p) for p in root.glob(pattern))
+    denoiser_bytes = 4.0 if config.mixed_precision == "no" and config.quantize == "none" else _WEIGHT_BYTES[config.quantize]
+    encoders = 0 if config.offload_text_encoders else count("text_encoder*/*.safetensors") * 2
+    return int(count(f"{family.denoiser_name}/*.safetensors") * denoiser_bytes + encoders)
+
+
+def check_fits(source, config, device: torch.device, total_bytes: int | None = None) -> None:
+    """Refuse, before loading, a run whose frozen weights alone exceed the GPU (activations, the adapter and the
+    optimizer come on top: benchmarks.flow_memory estimates them). CPU runs use the machine's memory: not checked."""
+    if device.type != "cuda" and total_bytes is None:
+        return
+    needed = weights_on_device(source, config)
+    total = total_bytes if total_bytes is not None else torch.cuda.get_device_properties(device).total_memory
+    if needed is None or needed <= 0.9 * total:
+        return
+    raise DeviceTooSmall(
+        f"{source.label}: its weights alone take about {needed / GIB:.1f} GiB on the GPU with quantize = "
+        f"{config.quantize!r}{'' if config.offload_text_encoders else ' and the text encoders kept there'}; this GPU "
+        f"has {total / GIB:.1f} GiB. Pick a 24 GB preset (flux-24gb or sd3-24gb: the transformer in 4 bits, text "
+        "encoders offloaded after caching), or a smaller model")

@@ -36,9 +36,9 @@ from studio.training.batches import EpochSampler, LatentSource, PromptSource, im
 from studio.training.commands import RunCommands
 from studio.training.distributed import LR_SCALING, SINGLE, PeerLostError, World
 from studio.training.export import export_checkpoint, export_outputs, write_inference_files
-from studio.training.hardware import make_optimizer, pick_device, pick_precision
+from studio.training.hardware import DeviceTooSmall, check_fits, make_optimizer, pick_device, pick_precision
 from studio.training.identifier import check_identifier
-from studio.training.losses import dreambooth_loss, min_snr_weights, sample_noise, target_for
+from studio.training.losses import dreambooth_loss, sample_noise
 from studio.training.previews import PreviewBudget, draw_base_previews, draw_previews
 from studio.training.prior import ensure_class_images
 from studio.training.subjects import Subject, layout, preview_prompts
@@ -157,7 +157,7 @@ class _Run:
     trainable: Trainable | None = None  # 3
     optimizer: Any = None
     lr_scheduler: Any = None
-    noise_scheduler: Any = None
+    objective: Any = None  # studio.training.objectives: how a batch is noised, what is predicted
     generator: torch.Generator | None = None
     subjects: list[_SubjectData] = field(default_factory=list)  # 4
     classes: dict[str, LatentSource] = field(default_factory=dict)  # class prompt -> its images' latents
@@ -265,10 +265,24 @@ def _export_pick(run: _Run, step: int, scorecard: str) -> list[str] | None:
 def _load(run: _Run) -> None:
     """1. Base model, device, precision; the identifier and the photos are checked before any work."""
     config, request = run.config, run.request
-    if request.components is None:
-        run.emit(loading_phase(request.source))
-    run.comps = comps = request.components or load_components(request.source)
     run.device = pick_device(run.world.device(request.device))
+    if config.quantize != "none" and run.device.type != "cuda":
+        raise TrainingError(f"quantize = {config.quantize!r} loads the model in {config.quantize} through bitsandbytes, "
+                            f"which needs a CUDA GPU; this run is on {run.device.type}",
+                            "set quantize = 'none' (or use a preset without it), or train on a CUDA GPU")
+    try:  # before minutes of loading a model that cannot train here
+        check_fits(request.source, config, run.device)
+    except DeviceTooSmall as exc:
+        raise TrainingError(str(exc), "pick a 24 GB preset or a smaller model") from exc
+    reuse = request.components if config.quantize == "none" else None  # a quantized base is loaded as such
+    if reuse is None:
+        run.emit(loading_phase(request.source))
+    run.comps = comps = reuse or load_components(request.source, quantize=config.quantize)
+    for subject in request.all_subjects:
+        try:
+            comps.family.check_settings(subject.config)
+        except ValueError as exc:
+            raise TrainingError(str(exc), f"these settings do not apply to {comps.family.title} models") from exc
     run.precision, notice = pick_precision(config.mixed_precision, run.device)
     if notice:
         run.emit(Notice(message=notice))
@@ -290,7 +304,8 @@ def _load(run: _Run) -> None:
         module.to(run.device)
         if run.precision.frozen_dtype != torch.float32:
             module.to(dtype=run.precision.frozen_dtype)
-    comps.unet.to(run.device)
+    if config.quantize == "none":  # a quantized denoiser was placed on the GPU as it loaded
+        comps.denoiser.to(run.device)
 
 
 def _class_images(run: _Run) -> dict[str, list[Path]]:
@@ -316,14 +331,16 @@ def _class_images(run: _Run) -> dict[str, list[Path]]:
 
 
 def _setup_optimisation(run: _Run) -> None:
-    """3. Trainable weights (LoRA or full), optimizer, LR and noise schedules, the run's RNG."""
-    from diffusers import DDPMScheduler
+    """3. Trainable weights (LoRA or full), optimizer, LR schedule, the training objective, the run's RNG."""
     from diffusers.optimization import get_scheduler
 
     config = run.config
     run.trainable = prepare_trainable(run.comps, config)
+    if run.trainable.adapter == "lora" and config.adapter == "locon":
+        run.emit(Notice(message=f"adapter = 'locon' adapts convolutions, and this {run.comps.family.title} transformer "
+                                "has none: it trains LoRA on the attention and feed-forward layers"))
     if config.gradient_checkpointing:
-        run.comps.unet.enable_gradient_checkpointing()
+        run.comps.denoiser.enable_gradient_checkpointing()
         for name, module in run.trainable.modules.items():
             if name.startswith("text_encoder"):
                 module.gradient_checkpointing_enable()
@@ -334,7 +351,7 @@ def _setup_optimisation(run: _Run) -> None:
         run.emit(Notice(message=notice))
     run.lr_scheduler = get_scheduler(config.lr_scheduler, run.optimizer, num_warmup_steps=config.lr_warmup_steps,
                                      num_training_steps=config.max_steps)
-    run.noise_scheduler = DDPMScheduler.from_config(run.comps.scheduler_config)
+    run.objective = run.comps.family.objective(run.comps, config)
     run.generator = torch.Generator("cpu").manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
@@ -370,6 +387,9 @@ def _cache(run: _Run) -> None:
         run.samplers[name] = EpochSampler(run.classes[prompt].count, run.generator)
     run.prompts = PromptSource(run.comps, all_prompts or [config.resolved_class_prompt], run.resolution,
                                frozen=not config.trains_text_encoder)
+    if config.offload_text_encoders and run.device.type != "cpu":  # every prompt is encoded: free the GPU for training
+        for encoder in run.comps.text_encoders:
+            encoder.to("cpu")
 
 
 def _spelled_out(config, prompt: str) -> str:
@@ -519,24 +539,18 @@ def _micro_step(run: _Run, scaler, micro_batch: int) -> torch.Tensor:
             prompts += [data.class_prompt] * len(owned)
     latents = torch.stack(rows).to(run.device)
     noise = sample_noise(latents.cpu(), config.offset_noise, run.generator).to(run.device)
-    timesteps = torch.randint(0, run.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=run.generator).to(run.device)
+    times = run.objective.draw_times(latents.shape[0], run.generator)
     mine = list(range(batch))
     if run.world.distributed:
         mine = run.world.rows(batch, parts=1)
         keep = plan.mine(mine)
-        latents, noise, timesteps = latents[keep], noise[keep], timesteps[keep]
+        latents, noise, times = latents[keep], noise[keep], times[keep]
         prompts = [prompts[i] for i in keep]
-    noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
+    noised = run.objective.noised(latents, noise, times)
     with run.precision.autocast():
-        pred = run.comps.unet(noisy, timesteps, **run.prompts.batch(prompts)).sample
-    target = target_for(run.noise_scheduler, latents, noise, timesteps)
-    weights = None
-    if config.snr_gamma > 0:
-        weights = min_snr_weights(run.noise_scheduler.alphas_cumprod, timesteps, config.snr_gamma,
-                                  run.noise_scheduler.config.prediction_type)
-    parts = dreambooth_loss(pred, target, num_instance=len(mine), prior_weight=config.prior_loss_weight,
-                            sample_weights=weights)
+        output = run.comps.family.predict(run.comps, noised.noisy, noised.timesteps, run.prompts.batch(prompts), config)
+    parts = dreambooth_loss(run.objective.prediction(output, noised), noised.target, num_instance=len(mine),
+                            prior_weight=config.prior_loss_weight, sample_weights=noised.weights)
     scaler.scale(parts.total / config.gradient_accumulation).backward()
     per_subject = torch.zeros(2 * len(run.subjects))
     for loss, row in zip(parts.per_instance.detach().float().cpu(), mine):

@@ -18,7 +18,7 @@ import torch
 
 from studio.config import TrainConfig
 from studio.events import Preview
-from studio.inference.pipelines import build_pipeline
+from studio.inference.pipelines import build_pipeline, call_kwargs, drawing_mode
 from studio.models.families import Components
 from studio.models.sources import model_fingerprint
 from studio.runs import RunFolder
@@ -87,23 +87,18 @@ def draw_previews(comps: Components, config: TrainConfig, *, run: RunFolder, ste
     folder = run.preview_dir(step)
     folder.mkdir(parents=True, exist_ok=True)
     pipe = build_pipeline(comps)
-    modules = [comps.unet, *comps.text_encoders]
-    modes = [m.training for m in modules]
     # Every prompt x seed in one batched call: previews are most of a short run's time (benchmarks.train_step).
     pairs = [(prompt, seed) for seed in config.preview_seeds for prompt in prompts]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
-        for m in modules:
-            m.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast(), \
+            drawing_mode(comps):
         out = pipe([p for p, _ in pairs], num_inference_steps=config.preview_steps, guidance_scale=config.preview_guidance,
                    height=resolution, width=resolution,
-                   generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in pairs]).images
+                   generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in pairs], **call_kwargs(pipe)).images
     images = []
     for (prompt, seed), image in zip(pairs, out):
         path = folder / f"p{prompts.index(prompt)}-s{seed}.png"
         image.save(path)
         images.append(run.relative(path))
-    for m, mode in zip(modules, modes):
-        m.train(mode)
     return Preview(step=step, images=tuple(images), prompts=tuple(p for p, _ in pairs), seeds=tuple(s for _, s in pairs))
 
 

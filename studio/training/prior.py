@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from studio.events import ClassImages, Emit
-from studio.inference.pipelines import build_pipeline
+from studio.inference.pipelines import build_pipeline, call_kwargs
 from studio.models.families import Components
 from studio.models.sources import model_fingerprint
 from studio.training.distributed import SINGLE, World
@@ -91,7 +91,7 @@ def _draw(comps: Components, paths: list[Path], indices: list[int], *, reused: i
         with torch.no_grad():
             images = pipe(
                 [class_prompt] * len(batch), num_inference_steps=steps, guidance_scale=guidance,
-                height=resolution, width=resolution, generator=generators,
+                height=resolution, width=resolution, generator=generators, **call_kwargs(pipe),
             ).images
         for i, image in zip(batch, images):
             tmp = paths[i].with_suffix(".tmp.png")

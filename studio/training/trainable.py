@@ -23,7 +23,7 @@ ADAPTER = "default"
 
 @dataclass
 class Trainable:
-    """The modules being trained, by name ('unet', 'text_encoder_0', ...)."""
+    """The modules being trained, by name ('unet' or 'transformer', 'text_encoder_0', ...)."""
 
     modules: dict[str, torch.nn.Module]
     method: str
@@ -114,9 +114,10 @@ def check_adapter_settings(config: TrainConfig, comps: Components | None = None)
         usable = [a for a in ADAPTERS if not missing.get(a)]
         raise AdapterSettingError(f"adapter = {adapter!r} needs a newer peft than the installed {peft.__version__}; "
                                   f"use one of: {', '.join(usable)}")
-    if adapter == "locon" and comps is not None and not _conv_layer_names(comps.unet, comps.family.unet_conv_targets):
+    if (adapter == "locon" and comps is not None and comps.family.conv_targets
+            and not _conv_layer_names(comps.denoiser, comps.family.conv_targets)):
         raise AdapterSettingError(f"adapter = \"locon\" adapts the UNet's ResNet convolutions, and this "
-                                  f"{comps.family.name} UNet has none ({', '.join(comps.family.unet_conv_targets)}): "
+                                  f"{comps.family.name} {comps.family.denoiser_name} has none ({', '.join(comps.family.conv_targets)}): "
                                   "use adapter = \"lora\" or \"dora\"")
 
 
@@ -151,11 +152,13 @@ _GLOBAL_RNG = threading.Lock()
 
 
 def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
-    for module in [comps.vae, comps.unet, *comps.text_encoders]:
+    for module in [comps.vae, comps.denoiser, *comps.text_encoders]:
         module.requires_grad_(False)
-    modules: dict[str, torch.nn.Module] = {} if config.method == "textual_inversion" else {"unet": comps.unet}
-    if config.trains_text_encoder:
-        modules.update({f"text_encoder_{i}": te for i, te in enumerate(comps.text_encoders)})
+    modules: dict[str, torch.nn.Module] = ({} if config.method == "textual_inversion"
+                                           else {comps.family.denoiser_name: comps.denoiser})
+    if config.trains_text_encoder:  # (SD3 trains its two CLIPs, FLUX its CLIP-L: T5 never, as in their scripts)
+        trained = comps.text_encoders[:comps.family.trained_text_encoders]
+        modules.update({f"text_encoder_{i}": te for i, te in enumerate(trained)})
     token = None
     if config.learns_token:
         from studio.training.new_tokens import add_new_tokens
@@ -170,7 +173,7 @@ def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
         # the process's: the lock keeps a second job starting on another device from reseeding it mid-draw.
         with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            comps.unet.add_adapter(adapter_config(config, comps.family.unet_lora_targets, comps.family.unet_conv_targets))
+            comps.denoiser.add_adapter(adapter_config(config, comps.family.lora_targets, comps.family.conv_targets))
             for name, module in modules.items():
                 if name.startswith("text_encoder") and config.train_text_encoder:  # no convolutions: LoCon is LoRA
                     module.add_adapter(adapter_config(config, comps.family.text_lora_targets))
@@ -181,7 +184,13 @@ def prepare_trainable(comps: Components, config: TrainConfig) -> Trainable:
     elif config.method == "full":  # every weight: the adapter settings (say, from a LoRA preset) do not apply
         for module in modules.values():
             module.requires_grad_(True)
-    return Trainable(modules, config.method, config.adapter if config.method in ("lora", "pivotal") else None, token)
+    return Trainable(modules, config.method, effective_adapter(config, comps) if config.method in ("lora", "pivotal")
+                     else None, token)
+
+
+def effective_adapter(config: TrainConfig, comps: Components) -> str:
+    """The adapter a run trains: LoCon on a model with no convolutions (SD3, FLUX) is LoRA."""
+    return "lora" if config.adapter == "locon" and not comps.family.conv_targets else config.adapter
 
 
 def param_groups(trainable: Trainable, config: TrainConfig) -> list[dict]:

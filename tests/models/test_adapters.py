@@ -51,7 +51,7 @@ def adapted(request, tmp_path_factory):
     encoders = [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None]
     base = _draw(pipe)
     torch.manual_seed(1)
-    pipe.unet.add_adapter(adapter_config(config, family.unet_lora_targets, family.unet_conv_targets))
+    pipe.unet.add_adapter(adapter_config(config, family.lora_targets, family.conv_targets))
     for encoder in encoders:
         encoder.add_adapter(adapter_config(config, family.text_lora_targets))
     with torch.no_grad():  # every factor random (the trained start has one at zero: a no-op would prove nothing)

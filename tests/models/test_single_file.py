@@ -40,7 +40,7 @@ def _outputs(unet, vae, encoder):
 def test_round_trip_reproduces_unet_vae_and_text_encoder(tiny, tmp_path):
     comps = load_components(resolve_source(str(tiny["eps"])))
     with torch.no_grad():  # "fine-tuned": every part differs from the config folder, so none can come from there
-        for module in (comps.unet, comps.vae, comps.text_encoders[0]):
+        for module in (comps.denoiser, comps.vae, comps.text_encoders[0]):
             for p in module.parameters():
                 p.add_(torch.randn_like(p) * 0.01)
     path = export_single_file(comps, tmp_path / "out" / "model.safetensors")
@@ -51,13 +51,13 @@ def test_round_trip_reproduces_unet_vae_and_text_encoder(tiny, tmp_path):
         assert any(k.startswith(prefix) for k in keys), prefix
     assert "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight" in keys
     back = verify_single_file(path, tiny["eps"], reference=comps)
-    for ours, theirs in zip(_outputs(comps.unet, comps.vae, comps.text_encoders[0]),
+    for ours, theirs in zip(_outputs(comps.denoiser, comps.vae, comps.text_encoders[0]),
                             _outputs(back.unet, back.vae, back.text_encoder)):
         assert torch.allclose(ours, theirs, atol=1e-5)
     # and through the studio's own loader, as a user would pick the file as a base model
     again = load_components(resolve_source(str(path), config_dir=str(tiny["eps"])))
-    assert torch.allclose(_outputs(again.unet, again.vae, again.text_encoders[0])[1],
-                          _outputs(comps.unet, comps.vae, comps.text_encoders[0])[1], atol=1e-5)
+    assert torch.allclose(_outputs(again.denoiser, again.vae, again.text_encoders[0])[1],
+                          _outputs(comps.denoiser, comps.vae, comps.text_encoders[0])[1], atol=1e-5)
 
 
 def test_verify_catches_a_file_that_does_not_match(tiny, tmp_path):
@@ -130,7 +130,7 @@ def test_unmerged_lora_is_refused(tiny):
     from peft import LoraConfig
 
     comps = load_components(resolve_source(str(tiny["eps"])))
-    comps.unet.add_adapter(LoraConfig(r=2, target_modules=["to_q"]))
+    comps.denoiser.add_adapter(LoraConfig(r=2, target_modules=["to_q"]))
     with pytest.raises(ValueError, match="merge it first"):
         export_single_file(comps, tiny["root"] / "never.safetensors")
     assert not (tiny["root"] / "never.safetensors").exists()

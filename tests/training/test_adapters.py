@@ -77,7 +77,7 @@ def test_settings_the_adapter_cannot_honour_name_the_setting(tiny_sd, overrides,
     comps = load_components(resolve_source(str(tiny_sd)))
     with pytest.raises(AdapterSettingError, match=re.escape(named)):
         prepare_trainable(comps, TrainConfig(**{"method": "lora", **overrides}))
-    assert not any(p.requires_grad for p in comps.unet.parameters())  # refused before anything was made trainable
+    assert not any(p.requires_grad for p in comps.denoiser.parameters())  # refused before anything was made trainable
 
 
 def test_an_adapter_the_installed_peft_lacks_is_refused(tiny_sd, monkeypatch):
@@ -91,7 +91,7 @@ def test_an_adapter_the_installed_peft_lacks_is_refused(tiny_sd, monkeypatch):
 
 def test_locon_on_a_unet_without_resnet_convolutions_is_refused(tiny_sd, monkeypatch):
     comps = load_components(resolve_source(str(tiny_sd)))
-    monkeypatch.setattr(comps.family, "unet_conv_targets", ("no_such_conv",))  # a family whose UNet has none
+    monkeypatch.setattr(comps.family, "conv_targets", ("no_such_conv",))  # a family whose UNet has none
     with pytest.raises(AdapterSettingError, match=r'adapter = "locon" adapts .* has none .* use adapter = "lora"'):
         prepare_trainable(comps, TrainConfig(method="lora", adapter="locon"))
 

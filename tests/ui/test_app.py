@@ -101,6 +101,17 @@ def poll_until(c, predicate, timeout: float = 150.0):
     raise AssertionError(f"timed out; last seen: {seen}")
 
 
+def inpaint_editor(folder: Path) -> dict:
+    """The Inpaint tab's image editor value: a 64 px picture with a white square painted on its layer."""
+    picture, layer = folder / "pic.png", folder / "layer.png"
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(picture)
+    painted = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    painted.paste((255, 255, 255, 255), (16, 16, 48, 48))
+    painted.save(layer)
+    return {"background": handle_file(str(picture)), "layers": [handle_file(str(layer))],
+            "composite": handle_file(str(picture))}
+
+
 def test_full_flow(local_app, tmp_path):
     studio, url = local_app
     c = client(url)
@@ -137,16 +148,8 @@ def test_full_flow(local_app, tmp_path):
     with Image.open(grid) as image:
         assert image.width > 64 and image.height > 4 * 32  # 2 models across, 2 prompts x 2 seeds down
 
-    picture = tmp_path / "pic.png"
-    Image.new("RGB", (64, 64), (30, 120, 200)).save(picture)
-    layer = tmp_path / "layer.png"
-    painted = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    painted.paste((255, 255, 255, 255), (16, 16, 48, 48))
-    painted.save(layer)
-    editor = {"background": handle_file(str(picture)), "layers": [handle_file(str(layer))],
-              "composite": handle_file(str(picture))}
     c.predict("", subject={}, api_name="/inpaint_models")
-    original, result = c.predict("", f"run:{run_id}", editor, None, "a photo of sks dog", 0.9, 2, 0, api_name="/inpaint")
+    original, result = c.predict("", f"run:{run_id}", inpaint_editor(tmp_path), None, "a photo of sks dog", 0.9, 2, 0, api_name="/inpaint")
     assert Path(result).is_file() and Path(original).is_file()
 
     table, _ = c.predict("", None, api_name="/runs_list")
@@ -252,3 +255,39 @@ def test_two_subjects_train_together_from_the_train_tab(local_app, tmp_path):
     assert "subject zwx" in frame and "subject sks" in frame  # each subject's loss is drawn
     config = studio.run_config("local", run_id)
     assert [s["identifier"] for s in config["subjects"]] == ["sks", "zwx"]
+
+
+def test_the_whole_path_on_a_flux_base_model(tmp_path, tiny_flux):
+    """FLUX.1 (the tiny one studio.world.flow_bases builds) from the page: upload, train a LoRA, generate, compare,
+    inpaint, download; an SD sampler is refused by name, not drawn wrong."""
+    from studio.engine import Studio
+
+    studio = Studio(root=tmp_path / "home", base_model=str(tiny_flux))
+    demo, url = launch(studio)
+    try:
+        c = client(url)
+        c.predict("", [handle_file(str(p)) for p in make_photos(tmp_path / "photos")], "object", 64,
+                  api_name="/curate_upload")
+        c.predict("", *train_args(resolution=64, extra=FAST + "\npreview_guidance = 3.5"), api_name="/train_start")
+        seen = poll_until(c, lambda s: "finished" in str(s.get("status", "")) and s.get("previews"))
+        assert "step 4/4" in seen["progress"]
+        run_id = studio.runs("local")[0].run_id
+        c.predict("", subject={}, api_name="/generate_refresh_all")
+        gallery, timing = c.predict("", f"run:{run_id}", "a photo of sks dog", "", "default", 2, 3.5, 3, 2,
+                                    api_name="/generate")
+        assert len(gallery) == 2 and "2 image(s)" in timing
+        with pytest.raises(Exception, match="flow-matching sampler"):
+            c.predict("", f"run:{run_id}", "a photo of sks dog", "", "ddim", 2, 3.5, 3, 1, api_name="/generate")
+        grid, _ = c.predict("", ["base", f"run:{run_id}"], "a photo of sks dog", "0", "", "default", 2, 3.5,
+                            api_name="/compare")
+        assert Path(grid).is_file()
+        c.predict("", subject={}, api_name="/inpaint_models")
+        _, result = c.predict("", f"run:{run_id}", inpaint_editor(tmp_path), None, "a photo of sks dog", 0.9, 2, 0, api_name="/inpaint")
+        with Image.open(result) as inpainted:
+            assert inpainted.size == (64, 64)
+        c.predict("", None, api_name="/runs_list")
+        _, _, _, downloads, labels, _, _ = c.predict("", run_id, api_name="/runs_show")
+        assert "pytorch_lora_weights.safetensors" in [Path(d).name for d in downloads]
+        assert "ComfyUI: put it in `models/loras`" in labels and "kohya" not in labels
+    finally:
+        demo.close()
