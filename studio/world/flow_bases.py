@@ -36,7 +36,7 @@ from studio.world.tokenizer import tokenizer_words
 # The T5 tokenizer's model_max_length; pass it as the pipelines' max_sequence_length
 # (their defaults, 256 for SD3 and 512 for FLUX, work but waste time on padding).
 T5_MAX_LENGTH = 32
-# 64 px images -> 16x16 latents (vae_scale_factor 4) -> 8x8 = 64 transformer tokens.
+# 64 px images -> 16x16 latents (vae_scale_factor 4) -> 64 FLUX tokens (packed 2x2), 256 SD3 tokens (patch 1).
 RESOLUTION = 64
 LATENT_SIZE = RESOLUTION // 4
 # SD3 gets the built-in VAE widened to SD3's real 16 latent channels (each of the 4

@@ -263,3 +263,17 @@ def test_a_gated_hub_model_without_a_login_says_what_to_accept_and_how_to_log_in
         hub_family("black-forest-labs/FLUX.1-dev")
     assert "accept its licence on https://huggingface.co/black-forest-labs/FLUX.1-dev" in str(refused.value)
     assert "hf auth login" in str(refused.value)
+
+
+@pytest.mark.parametrize("flow_base", ["sd3", "flux"], indirect=True)
+def test_dora_with_text_encoder_dora_trains_and_diffusers_draws_with_it(tmp_path, flow_base, photos):
+    family, base = flow_base
+    studio = Studio(tmp_path / "home", base_model=str(base))
+    settings = {"class_noun": "dog", "max_steps": 2, "adapter": "dora", "train_text_encoder": True,
+                "learning_rate": 1e-3, "score_checkpoints": False, **FAST}
+    assert studio.train_folder(photos, tmp_path / "run", [], settings).status == "finished"
+    weights = load_file(str(tmp_path / "run" / "output" / "pytorch_lora_weights.safetensors"))
+    assert any("lora_magnitude_vector" in k or "dora_scale" in k for k in weights)
+    pipe = _pipeline(family, base)
+    pipe.load_lora_weights(tmp_path / "run" / "output")
+    assert np.isfinite(_draw(pipe, family, "a photo of sks dog")).all()
