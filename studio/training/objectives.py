@@ -65,7 +65,8 @@ class FlowObjective:
     """Rectified-flow training as diffusers' train_dreambooth_lora_sd3.py and train_dreambooth_lora_flux.py:
     u ~ the weighting scheme's density, timesteps = the base scheduler's training timesteps at u (SD3's carry its
     shift of 3.0; FLUX's dynamic shifting leaves the training ones unshifted), x_t = (1 - sigma) x_0 + sigma noise,
-    target noise - x_0, loss weighted by compute_loss_weighting_for_sd3."""
+    target noise - x_0 (x_0 itself when the output is preconditioned, SD3's), loss weighted by
+    compute_loss_weighting_for_sd3."""
 
     def __init__(self, scheduler_config: dict, weighting_scheme: str, *, precondition_outputs: bool = False,
                  logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29) -> None:
