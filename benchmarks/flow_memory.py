@@ -51,15 +51,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.models.families import FAMILIES
+
 GiB = 1024**3
 CUDA_OVERHEAD = 1.0 * GiB  # CUDA context + cuBLAS/cuDNN kernels (~0.5 GiB) and allocator slack/transients (~0.5)
 CARDS = {"24 GB": 24 * GiB, "16 GB": 16 * GiB}
 OTHER = "outside the blocks"  # embedders, final norm and projection, the loss
 GRIDS = (9, 15)  # patches per side: image-token counts 81 and 225 collide with no model dimension
 
-SD3_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-               "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")
-FLUX_TARGETS = SD3_TARGETS + ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+# the LoRA targets the studio trains (diffusers' scripts'), as the families define them
+SD3_TARGETS = FAMILIES["sd3"].lora_targets
+FLUX_TARGETS = FAMILIES["flux"].lora_targets
 
 CLIP_L = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
               max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)

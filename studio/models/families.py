@@ -92,8 +92,6 @@ class StableDiffusionXLFamily(ModelFamily):
         )
 
 
-
-
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusionFamily(), StableDiffusionXLFamily(),
                                                           StableDiffusion3Family(), FluxFamily())}
 

@@ -32,7 +32,7 @@ class Components:
 
     @property
     def native_resolution(self) -> int:
-        return self.family.native_resolution(self)
+        return self.family.native_size(self.denoiser, self.vae)
 
     @property
     def prediction_type(self) -> str:
@@ -54,12 +54,14 @@ class ModelFamily:
     kohya_format = True  # a kohya / A1111 LoRA file beside diffusers' (flow families: ComfyUI reads diffusers' file)
     schedulers: tuple[str, ...] | None = None  # the samplers it can draw with; None = every one of SCHEDULERS
 
-    def native_resolution(self, comps: "Components") -> int:
-        return self.native_size(comps.denoiser, comps.vae)
-
     def native_size(self, denoiser, vae) -> int:
         """The pixel size the model was trained at, from its configs."""
         return int(denoiser.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @property
+    def tokenizer_names(self) -> tuple[str, ...]:
+        """The pipeline's tokenizer attributes, each beside its text encoder's ("tokenizer_2" for "text_encoder_2")."""
+        return tuple(n.replace("text_encoder", "tokenizer") for n in self.text_encoder_names)
 
     def check_settings(self, config) -> None:
         """Refuse settings this family cannot honour (a ValueError naming the setting), before any work."""
@@ -129,8 +131,7 @@ class ModelFamily:
         import json
 
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        needed = [self.denoiser_name, "vae", *self.text_encoder_names,
-                  *(n.replace("text_encoder", "tokenizer") for n in self.text_encoder_names)]
+        needed = [self.denoiser_name, "vae", *self.text_encoder_names, *self.tokenizer_names]
         missing = [n for n in needed if not (index.get(n) or [None])[0] or not (folder / n).is_dir()]
         if missing:
             raise ModelLoadError(f"{folder}: this {self.title} model has no {', '.join(missing)}; the studio needs every "

@@ -56,13 +56,11 @@ class FlowFamily(ModelFamily):
 
     def components_from_pipeline(self, pipe, source) -> Components:
         encoders = [getattr(pipe, n, None) for n in self.text_encoder_names]
-        tokenizers = [getattr(pipe, n.replace("text_encoder", "tokenizer"), None) for n in self.text_encoder_names]
+        tokenizers = [getattr(pipe, n, None) for n in self.tokenizer_names]
         return Components(self, source, tokenizers, encoders, pipe.vae, pipe.transformer, dict(pipe.scheduler.config))
 
     def build_pipeline(self, comps, scheduler, kind="txt2img"):
-        parts = {name: encoder for name, encoder in zip(self.text_encoder_names, comps.text_encoders)}
-        parts.update({name.replace("text_encoder", "tokenizer"): tok
-                      for name, tok in zip(self.text_encoder_names, comps.tokenizers)})
+        parts = dict(zip(self.text_encoder_names + self.tokenizer_names, comps.text_encoders + comps.tokenizers))
         return self.pipeline_class(kind)(transformer=comps.denoiser, vae=comps.vae, scheduler=scheduler, **parts)
 
     def sequence_length(self, t5_tokenizer) -> int:
@@ -74,7 +72,7 @@ class FlowFamily(ModelFamily):
 
     @property
     def t5_tokenizer_name(self) -> str:
-        return self.text_encoder_names[self.t5_index].replace("text_encoder", "tokenizer")
+        return self.tokenizer_names[self.t5_index]
 
     def tokenize(self, comps, prompts):
         ids = []

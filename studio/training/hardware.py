@@ -81,10 +81,11 @@ def make_optimizer(param_groups: list[dict], *, use_8bit: str, device: torch.dev
     return torch.optim.AdamW(param_groups, betas=betas, weight_decay=weight_decay, **fused), notice
 
 
-# Bytes a frozen denoiser weight takes on the GPU while training: bf16 under mixed precision, fp32 without, or 8 / 4
-# bits (NF4 plus its block constants with bitsandbytes' double quantisation: about 0.53 byte). Frozen text encoders
-# stay in half precision unless they are offloaded after the prompts are cached.
-_WEIGHT_BYTES = {"none": 2.0, "int8": 1.0, "nf4": 0.53}
+# Bytes a denoiser weight takes on the GPU while training: fp32 unless quantized (the loop moves an unquantized
+# denoiser without casting it, as the weights it adapts or fine-tunes stay fp32), or 8 / 4 bits (NF4 plus its block
+# constants with bitsandbytes' double quantisation: about 0.53 byte). Frozen text encoders are cast to the autocast
+# dtype (2 bytes) unless mixed precision is off, and take nothing once offloaded after the prompts are cached.
+_WEIGHT_BYTES = {"none": 4.0, "int8": 1.0, "nf4": 0.53}
 GIB = 1024**3
 
 
@@ -105,9 +106,9 @@ def weights_on_device(source, config) -> int | None:
     if family is None or not root.is_dir():
         return None
     count = lambda pattern: sum(safetensors_parameters(p) for p in root.glob(pattern))
-    denoiser_bytes = 4.0 if config.mixed_precision == "no" and config.quantize == "none" else _WEIGHT_BYTES[config.quantize]
-    encoders = 0 if config.offload_text_encoders else count("text_encoder*/*.safetensors") * 2
-    return int(count(f"{family.denoiser_name}/*.safetensors") * denoiser_bytes + encoders)
+    encoder_bytes = 0 if config.offload_text_encoders else 4 if config.mixed_precision == "no" else 2
+    return int(count(f"{family.denoiser_name}/*.safetensors") * _WEIGHT_BYTES[config.quantize]
+               + count("text_encoder*/*.safetensors") * encoder_bytes)
 
 
 def check_fits(source, config, device: torch.device, total_bytes: int | None = None) -> None:
